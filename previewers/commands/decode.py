@@ -1,0 +1,45 @@
+HELP = "Preview saved latents (.safetensors/.pt with one tensor, or .npy) as PNG images."
+
+
+def add_arguments(parser):
+    parser.add_argument("latents", help="latents file: (C, h, w) or (B, C, h, w) in the space's denoiser convention")
+    parser.add_argument("--previewer", required=True, help="registry name (see `latent-preview list`) or .safetensors path")
+    parser.add_argument("--out", required=True, help="output PNG path; with several latents in the batch, _0, _1, ... are appended")
+    parser.add_argument("--size", type=int, help="upscale so the longer side has this many pixels")
+    parser.add_argument("--resample", choices=("nearest", "bilinear"), default="nearest", help="upscaling filter for --size")
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    import torch
+
+    from ..images import resize, save_png, to_uint8
+    from ..latents_io import read_latents
+    from ..registry import load
+
+    previewer = load(args.previewer)
+    latents = read_latents(args.latents)
+    shape = tuple(latents.shape)
+    if latents.ndim == 3:
+        latents = latents[None]
+    if latents.ndim != 4:
+        raise ValueError(f"{args.latents}: expected spatial latents (C, h, w) or (B, C, h, w), got shape {shape}")
+    if latents.shape[1] != previewer.latent_channels:
+        raise ValueError(
+            f"{args.latents}: latents of shape {shape} have {latents.shape[1]} channels, but previewer "
+            f"{args.previewer!r} ({previewer.meta.get('space', '?')}) takes {previewer.latent_channels}; "
+            "packed FLUX tokens (B, N, D) must be unpacked to (B, C, h, w) first"
+        )
+    with torch.no_grad():
+        rgb = previewer(latents)
+    if args.size:
+        rgb = resize(rgb, args.size, args.resample)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    images = to_uint8(rgb)
+    paths = [out] if len(images) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix or '.png'}") for i in range(len(images))]
+    for image, path in zip(images, paths):
+        save_png(image, path)
+        print(f"wrote {path} ({image.shape[1]}x{image.shape[0]}, {previewer.meta.get('space', '?')} {previewer.family})")
+    return 0

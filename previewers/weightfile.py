@@ -1,0 +1,106 @@
+"""Self-describing weight files: safetensors whose string metadata carries the whole config.
+
+Metadata key "latent_preview" holds one JSON object: format_version, family, latent_channels,
+args (the family's constructor arguments), scale, plus whatever the caller adds (space, teacher,
+recipe, metrics, ...). One file rebuilds the model with no other input.
+"""
+
+import json
+from pathlib import Path
+
+from safetensors import SafetensorError
+from safetensors.torch import load_file as read_tensors
+from safetensors.torch import save_file
+
+from .families import Previewer, build
+
+METADATA_KEY = "latent_preview"
+FORMAT_VERSION = 1
+
+
+def save(previewer: Previewer, path, **meta) -> Path:
+    """Write `previewer` with its config and `meta` (merged over previewer.meta) to `path`."""
+    path = Path(path)
+    config = {
+        **previewer.meta,
+        **meta,
+        "format_version": FORMAT_VERSION,
+        "family": previewer.family,
+        "latent_channels": previewer.latent_channels,
+        "args": previewer.args,
+        "scale": previewer.scale,
+    }
+    tensors = {k: v.detach().contiguous().cpu() for k, v in previewer.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(config, sort_keys=True)})
+    tmp.replace(path)  # never leave a half-written weight file under the real name
+    previewer.meta = config
+    return path
+
+
+def read_config(path) -> dict:
+    """The JSON config of a weight file, without loading tensors. ValueError if it is not ours."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weight file not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            header = _safetensors_header(f, path)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read weight file ({e})") from None
+    metadata = header.get("__metadata__") or {}
+    if METADATA_KEY not in metadata:
+        raise ValueError(f"{path}: a safetensors file, but not a latent-preview weight file (no {METADATA_KEY!r} metadata)")
+    try:
+        config = json.loads(metadata[METADATA_KEY])
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: corrupt latent-preview metadata ({e})") from None
+    version = config.get("format_version")
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{path}: unsupported weight file format version {version!r} (this version reads {FORMAT_VERSION})")
+    for key in ("family", "latent_channels", "args", "scale"):
+        if key not in config:
+            raise ValueError(f"{path}: latent-preview metadata lacks {key!r}")
+    return config
+
+
+def _safetensors_header(f, path: Path) -> dict:
+    # safetensors layout: 8-byte little-endian header length, then a JSON header.
+    head = f.read(8)
+    if len(head) < 8:
+        raise ValueError(f"{path}: not a safetensors file (empty or truncated header)")
+    n = int.from_bytes(head, "little")
+    if n > 100_000_000:
+        raise ValueError(f"{path}: not a safetensors file (implausible header length {n})")
+    raw = f.read(n)
+    try:
+        header = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ValueError(f"{path}: not a safetensors file (unreadable header)") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: not a safetensors file (header is not a JSON object)")
+    return header
+
+
+def load_file(path) -> Previewer:
+    """Rebuild a previewer from one weight file; ValueError for anything that is not a valid one."""
+    path = Path(path)
+    config = read_config(path)
+    previewer = build(config["family"], config["latent_channels"], **config["args"])
+    try:
+        tensors = read_tensors(path)
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path}: corrupt or truncated safetensors file ({e})") from None
+    expected = previewer.state_dict()
+    if set(tensors) != set(expected):
+        missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
+        raise ValueError(f"{path}: tensors do not match family {config['family']!r} (missing {missing}, unexpected {extra})")
+    for name, t in tensors.items():
+        if t.shape != expected[name].shape:
+            raise ValueError(f"{path}: tensor {name!r} has shape {tuple(t.shape)}, expected {tuple(expected[name].shape)}")
+    dtype = next(iter(tensors.values())).dtype
+    previewer.to(dtype).load_state_dict(tensors)
+    previewer.meta = config
+    return previewer.eval().requires_grad_(False)
+
