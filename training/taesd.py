@@ -94,7 +94,9 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # every reader failure here means "not a readable state dict"
-        raise ValueError(f"{path}: not a readable state dict ({str(e).splitlines()[0][:200]})") from e
+        why = (str(e).splitlines()[0][:120] if path.suffix == ".safetensors"
+               else "torch.load(weights_only=True) failed: a corrupt file, or a pickled object rather than a state dict")
+        raise ValueError(f"{path}: not a readable state dict ({type(e).__name__}: {why})") from e
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{path}: not a state dict of tensors (found {type(state).__name__})")
     return state
