@@ -1,0 +1,57 @@
+"""Image quality metrics for previews: PSNR, SSIM and mean CIEDE2000, one value per image.
+
+All take `pred` and `target` as float tensors (B, 3, H, W) with RGB in [0, 1] (values outside
+are clamped first, as a display would) and return a float64 tensor (B,), so callers can average
+over images or report per image. Identical images give PSNR inf, SSIM 1 and ΔE 0.
+"""
+
+import numpy as np
+import torch
+from skimage.color import deltaE_ciede2000, rgb2lab
+from skimage.metrics import structural_similarity
+
+# SSIM window: scikit-image's default 7x7 uniform window (with its sample-covariance
+# normalisation) fits latent-resolution previews (32x32 for a 256x256 crop); smaller images use
+# the largest odd window that fits, down to 3x3.
+SSIM_WINDOW = 7
+
+
+def _images(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Checked, clamped float64 CPU copies of a (B, 3, H, W) pair."""
+    if not isinstance(pred, torch.Tensor) or not isinstance(target, torch.Tensor):
+        raise ValueError(f"metrics take torch tensors, got {type(pred).__name__} and {type(target).__name__}")
+    if pred.shape != target.shape:
+        raise ValueError(f"pred and target must have the same shape, got {tuple(pred.shape)} and {tuple(target.shape)}")
+    if pred.ndim != 4 or pred.shape[1] != 3:
+        raise ValueError(f"metrics take RGB batches of shape (B, 3, H, W), got {tuple(pred.shape)}")
+    return (pred.detach().to("cpu", torch.float64).clamp(0, 1),
+            target.detach().to("cpu", torch.float64).clamp(0, 1))
+
+
+def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Peak signal-to-noise ratio in dB with data range 1: 10·log10(1 / MSE) per image."""
+    pred, target = _images(pred, target)
+    mse = (pred - target).square().mean(dim=(1, 2, 3))
+    return 10 * torch.log10(1 / mse)  # MSE 0 → inf
+
+
+def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean structural similarity per image (scikit-image, data range 1, channels averaged)."""
+    pred, target = _images(pred, target)
+    side = min(pred.shape[-2:])
+    if side < 3:
+        raise ValueError(f"SSIM needs images of at least 3x3 pixels, got {tuple(pred.shape[-2:])}")
+    window = min(SSIM_WINDOW, side if side % 2 else side - 1)
+    return torch.tensor([
+        structural_similarity(p, t, channel_axis=0, data_range=1.0, win_size=window)
+        for p, t in zip(pred.numpy(), target.numpy())
+    ], dtype=torch.float64)
+
+
+def ciede2000(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean CIEDE2000 colour difference per image, RGB read as sRGB (D65) and converted to CIELAB."""
+    pred, target = _images(pred, target)
+    lab_pred = rgb2lab(pred.numpy(), channel_axis=1)
+    lab_target = rgb2lab(target.numpy(), channel_axis=1)
+    delta = deltaE_ciede2000(lab_pred, lab_target, channel_axis=1)  # (B, H, W)
+    return torch.from_numpy(np.ascontiguousarray(delta.mean(axis=(1, 2))))
