@@ -5,6 +5,11 @@ Every family is a plain function returning a `Previewer`, which wraps a family-s
 every family shares: an input shape check, a cast to the previewer's own dtype, a per-channel
 input normalisation `x * in_scale + in_shift` (identity unless a fitter sets it) and the display
 clamp to [0, 1].
+
+Speed (benchmarks/speed.py): where the maths allows, the body absorbs the normalisation into its
+first layer's weights on every call (a few operations on weights of at most a few thousand values)
+instead of a pass over the latents; activations work in place; the spatial families run
+channels-last, which oneDNN's 3x3 convolutions prefer on the CPU.
 """
 
 import torch
@@ -13,7 +18,8 @@ import torch.nn.functional as F
 
 
 class Previewer(nn.Module):
-    def __init__(self, family: str, latent_channels: int, body: nn.Module, scale: int = 1, args: dict | None = None):
+    def __init__(self, family: str, latent_channels: int, body: nn.Module, scale: int = 1, args: dict | None = None,
+                 memory_format: torch.memory_format = torch.preserve_format):
         super().__init__()
         self.family = family
         self.latent_channels = latent_channels
@@ -21,24 +27,71 @@ class Previewer(nn.Module):
         self.args = dict(args or {})  # constructor keyword arguments, stored in weight files
         self.meta: dict = {}
         self.body = body
+        # bodies that can take the normalisation into their first layer say so (InputConv, Layers, Quadratic)
+        self.folds_input = getattr(body, "folds_input", False)
+        self.memory_format = memory_format  # layout the body runs in
         self.register_buffer("in_scale", torch.ones(latent_channels))
         self.register_buffer("in_shift", torch.zeros(latent_channels))
 
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """Shape check, dtype cast and input normalisation: what `body` sees."""
+    def check(self, x: torch.Tensor) -> torch.Tensor:
+        """Shape check and cast to the previewer's dtype and memory format."""
         if x.ndim != 4 or x.shape[1] != self.latent_channels:
             raise ValueError(
                 f"{self.family} previewer expects latents of shape (B, {self.latent_channels}, h, w), "
                 f"got {tuple(x.shape)}"
             )
-        x = x.to(self.in_scale.dtype)
-        return torch.addcmul(self.in_shift[:, None, None], x, self.in_scale[:, None, None])
+        return x.to(self.in_scale.dtype, memory_format=self.memory_format)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """Shape check, dtype cast and input normalisation: what `body` sees."""
+        return torch.addcmul(self.in_shift.view(-1, 1, 1), self.check(x), self.in_scale.view(-1, 1, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(self.normalise(x)).clamp(0, 1)
+        if self.folds_input:
+            y = self.body(self.check(x), self.in_scale, self.in_shift)
+        else:
+            y = self.body(self.normalise(x))
+        return y.clamp_(0, 1)  # the body's output is a fresh tensor that nothing else holds
 
     def extra_repr(self) -> str:
         return f"family={self.family}, latent_channels={self.latent_channels}, scale={self.scale}, args={self.args}"
+
+
+class InputConv(nn.Conv2d):
+    """A first-layer conv that can absorb the input normalisation x·scale + shift (per channel).
+
+    conv(x·s + t) = conv_{W·s}(x) + W·t summed over taps, exactly, when every padded pixel is
+    normalised like the rest: so only without padding or with replicate padding. Costs a few
+    operations on the (out, C, k, k) weight per call instead of one over the latents, a 1.5-3x
+    speed-up of `affine` on the CPU (measured, 1 to 4x16x128² latents).
+    """
+
+    folds_input = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if any(self.padding) and self.padding_mode != "replicate":
+            raise ValueError("InputConv folds the normalisation exactly only without padding or with replicate padding")
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> torch.Tensor:
+        if scale is None:
+            return super().forward(x)
+        taps = self.weight.sum((2, 3))  # (out, C): a constant input channel meets every tap
+        bias = torch.mv(taps, shift) if self.bias is None else torch.addmv(self.bias, taps, shift)
+        return self._conv_forward(x, self.weight * scale.view(1, -1, 1, 1), bias)
+
+
+class Layers(nn.Sequential):
+    """nn.Sequential starting with an InputConv, passing the input normalisation on to it."""
+
+    folds_input = True
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> torch.Tensor:
+        first, *rest = self
+        x = first(x, scale, shift)
+        for layer in rest:
+            x = layer(x)
+        return x
 
 
 class Quadratic(nn.Module):
@@ -48,43 +101,56 @@ class Quadratic(nn.Module):
     `quad` (3, C(C+1)/2), the upper triangle of each symmetric Q (row-major, diagonal included).
     """
 
+    folds_input = True
+
     def __init__(self, latent_channels: int):
         super().__init__()
         c = latent_channels
         self.bias = nn.Parameter(torch.zeros(3))
         self.weight = nn.Parameter(torch.zeros(3, c))
         self.quad = nn.Parameter(torch.zeros(3, c * (c + 1) // 2))
+        # Each entry (i, j) of the (C+1)² matrix M is one free value (index into [bias, weight, quad])
+        # times a factor: 1 on the diagonal, 1/2 off it (a value is split between (i, j) and (j, i)).
+        upper = torch.zeros(c, c, dtype=torch.long)
         rows, cols = torch.triu_indices(c, c)
-        self.register_buffer("rows", rows, persistent=False)
-        self.register_buffer("cols", cols, persistent=False)
+        upper[rows, cols] = torch.arange(len(rows))
+        pair = torch.maximum(upper, upper.T)  # quad index of x_i·x_j, either order
+        index = torch.zeros(c + 1, c + 1, dtype=torch.long)
+        index[0, 1:] = index[1:, 0] = 1 + torch.arange(c)
+        index[1:, 1:] = 1 + c + pair
+        self.register_buffer("index", index.flatten(), persistent=False)
+        self.register_buffer("factor", torch.where(torch.eye(c + 1, dtype=torch.bool), 1.0, 0.5).flatten(), persistent=False)
 
-    def form(self) -> torch.Tensor:
-        """(3, C+1, C+1) symmetric matrices M with RGB = [1, x]ᵀ M [1, x]."""
+    def form(self, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> torch.Tensor:
+        """(3, C+1, C+1) symmetric matrices M with RGB = [1, x]ᵀ M [1, x]; with scale/shift, of the
+        input x·scale + shift: [1, x·s + t] = A [1, x], so M becomes Aᵀ M A."""
         c = self.weight.shape[1]
-        q = self.quad.new_zeros(3, c, c)
-        q[:, self.rows, self.cols] = self.quad
-        q = (q + q.transpose(1, 2)) / 2  # off-diagonal values are split between (i, j) and (j, i)
-        m = self.quad.new_zeros(3, c + 1, c + 1)
-        m[:, 0, 0] = self.bias
-        m[:, 0, 1:] = self.weight / 2
-        m[:, 1:, 0] = self.weight / 2
-        m[:, 1:, 1:] = q
-        return m
+        values = torch.cat([self.bias[:, None], self.weight, self.quad], 1)  # (3, 1 + C + C(C+1)/2)
+        m = (values[:, self.index] * self.factor).view(3, c + 1, c + 1)
+        if scale is None:
+            return m
+        a = torch.diag(F.pad(scale, (1, 0), value=1.0))
+        a[1:, 0] = shift
+        return a.T @ m @ a
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x1 = torch.cat([x.new_ones(x.shape[0], 1, *x.shape[2:]), x], dim=1)  # (B, C+1, h, w)
-        return torch.einsum("bihw,oij,bjhw->bohw", x1, self.form(), x1)
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> torch.Tensor:
+        # One matmul and a multiply-sum rather than one einsum: 2-4x faster on the CPU (measured).
+        b, c, h, w = x.shape
+        m = self.form(scale, shift)
+        x1 = torch.cat([x.new_ones(b, 1, h, w), x], dim=1).view(b, 1, c + 1, h * w)  # [1, x] per pixel
+        mx = torch.matmul(m.view(3 * (c + 1), c + 1), x1.view(b, c + 1, h * w)).view(b, 3, c + 1, h * w)  # M_o [1, x]
+        return mx.mul_(x1).sum(2).view(b, 3, h, w)
 
 
 def linear(latent_channels: int) -> Previewer:
     """C×3 matrix, no bias: the classic "latent RGB factors"."""
-    body = nn.Conv2d(latent_channels, 3, 1, bias=False)
+    body = InputConv(latent_channels, 3, 1, bias=False)
     return Previewer("linear", latent_channels, body)
 
 
 def affine(latent_channels: int) -> Previewer:
     """C×3 matrix plus bias."""
-    body = nn.Conv2d(latent_channels, 3, 1)
+    body = InputConv(latent_channels, 3, 1)
     return Previewer("affine", latent_channels, body)
 
 
@@ -98,8 +164,8 @@ def mlp(latent_channels: int, hidden: tuple[int, ...] = (32, 32)) -> Previewer:
     widths = (latent_channels, *hidden)
     layers: list[nn.Module] = []
     for n_in, n_out in zip(widths, widths[1:]):
-        layers += [nn.Conv2d(n_in, n_out, 1), nn.SiLU()]
-    body = nn.Sequential(*layers, nn.Conv2d(widths[-1], 3, 1))
+        layers += [(nn.Conv2d if layers else InputConv)(n_in, n_out, 1), nn.SiLU(inplace=True)]
+    body = Layers(*layers, (nn.Conv2d if layers else InputConv)(widths[-1], 3, 1))
     return Previewer("mlp", latent_channels, body, args={"hidden": list(hidden)})
 
 
@@ -111,27 +177,29 @@ def conv(latent_channels: int, channels: tuple[int, ...] = (64, 64), kernels: tu
     widths = (latent_channels, *channels, 3)
     layers: list[nn.Module] = []
     for i, k in enumerate(kernels):
-        layers.append(nn.Conv2d(widths[i], widths[i + 1], k, padding=k // 2, padding_mode="replicate"))
+        layers.append((InputConv if i == 0 else nn.Conv2d)(widths[i], widths[i + 1], k, padding=k // 2, padding_mode="replicate"))
         if i < len(channels):
-            layers.append(nn.ReLU())
-    return Previewer("conv", latent_channels, nn.Sequential(*layers), args={"channels": list(channels), "kernels": list(kernels)})
+            layers.append(nn.ReLU(inplace=True))
+    return Previewer("conv", latent_channels, Layers(*layers), args={"channels": list(channels), "kernels": list(kernels)},
+                     memory_format=torch.channels_last)
 
 
 def upsampler(latent_channels: int, width: int = 64, depth: int = 2, stages: tuple[int, ...] = (48, 32, 16)) -> Previewer:
     """Tiny conv decoder to full resolution. A trunk at latent resolution, where convs are cheap
     (conv to `width`, then `depth` more 3x3 convs), then one stage per entry of `stages`: nearest 2x
     upsample and a 3x3 conv to that width; a final 3x3 conv to RGB. ReLU after every conv but the
-    last. Output is 2**len(stages) times the latent size (8x for SD-style VAEs)."""
-    layers: list[nn.Module] = [nn.Conv2d(latent_channels, width, 3, padding=1), nn.ReLU()]
+    last. Output is 2**len(stages) times the latent size (8x for SD-style VAEs). Its zero padding
+    keeps the normalisation a separate step (it would not fold exactly)."""
+    layers: list[nn.Module] = [nn.Conv2d(latent_channels, width, 3, padding=1), nn.ReLU(inplace=True)]
     for _ in range(depth):
-        layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU()]
+        layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True)]
     n_in = width
     for n_out in stages:
-        layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(n_in, n_out, 3, padding=1), nn.ReLU()]
+        layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(n_in, n_out, 3, padding=1), nn.ReLU(inplace=True)]
         n_in = n_out
     layers.append(nn.Conv2d(n_in, 3, 3, padding=1))
     return Previewer("upsampler", latent_channels, nn.Sequential(*layers), scale=2 ** len(stages),
-                     args={"width": width, "depth": depth, "stages": list(stages)})
+                     args={"width": width, "depth": depth, "stages": list(stages)}, memory_format=torch.channels_last)
 
 
 BUILDERS = {"linear": linear, "affine": affine, "quadratic": quadratic, "mlp": mlp, "conv": conv, "upsampler": upsampler}

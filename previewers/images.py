@@ -1,16 +1,16 @@
 """RGB tensors to image files."""
 
 import os
+import tempfile
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
 
-def to_uint8(rgb: torch.Tensor) -> np.ndarray:
-    """(B, 3, H, W) float in [0, 1] → (B, H, W, 3) uint8 on the CPU."""
-    return (rgb.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+def to_uint8(rgb: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) float in [0, 1] → (B, H, W, 3) uint8 on the same device."""
+    return (rgb.float().clamp(0, 1) * 255).round_().to(torch.uint8).permute(0, 2, 3, 1).contiguous()
 
 
 def resize(rgb: torch.Tensor, size: int, mode: str = "nearest") -> torch.Tensor:
@@ -21,10 +21,16 @@ def resize(rgb: torch.Tensor, size: int, mode: str = "nearest") -> torch.Tensor:
     return torch.nn.functional.interpolate(rgb.float(), size=out, mode=mode, **({} if mode == "nearest" else {"align_corners": False}))
 
 
-def save_png(array: np.ndarray, path) -> Path:
-    """Write one (H, W, 3) uint8 image atomically: a reader never sees a half-written file."""
+def save_atomic(image: Image.Image, path, **params) -> Path:
+    """Write `image` under a temporary name in the same folder, then rename it into place, so a reader
+    (or an interrupted run) never sees a half-written file."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    Image.fromarray(array).save(tmp, format="PNG")
-    os.replace(tmp, path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            image.save(f, format=params.pop("format", path.suffix[1:].upper() or "PNG"), **params)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return path

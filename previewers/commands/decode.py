@@ -14,7 +14,9 @@ def run(args) -> int:
 
     import torch
 
-    from ..images import resize, save_png, to_uint8
+    from PIL import Image
+
+    from ..images import resize, save_atomic, to_uint8
     from ..latents_io import read_latents
     from ..registry import load
 
@@ -37,9 +39,9 @@ def run(args) -> int:
         rgb = resize(rgb, args.size, args.resample)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    images = to_uint8(rgb)
+    images = to_uint8(rgb).cpu().numpy()
     paths = [out] if len(images) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix or '.png'}") for i in range(len(images))]
     for image, path in zip(images, paths):
-        save_png(image, path)
+        save_atomic(Image.fromarray(image), path)
         print(f"wrote {path} ({image.shape[1]}x{image.shape[0]}, {previewer.meta.get('space', '?')} {previewer.family})")
     return 0

@@ -1,0 +1,177 @@
+"""PreviewCallback: per-step previews from a diffusers pipeline.
+
+    cb = PreviewCallback.for_pipeline(pipe, previewer="auto", every=1, out_dir="steps/")
+    image = pipe(prompt, callback_on_step_end=cb, callback_on_step_end_tensor_inputs=cb.tensor_inputs).images[0]
+    cb.close()
+
+Follows diffusers' `callback_on_step_end(pipe, step, timestep, callback_kwargs)` contract and
+returns `callback_kwargs` untouched, so the pipeline's result is bit-identical with and without
+it; works inside `diffusers.callbacks.MultiPipelineCallbacks`. The loop pays only for the
+previewer itself: conversion runs on the latents' device and files are written by a background
+thread (previewers/sinks.py). A failing preview warns once and never breaks the run.
+"""
+
+import warnings
+
+import torch
+
+from .denoised import Source, make_source
+from .families import Previewer
+from .images import resize, to_uint8
+from .pipeline_space import Layout, check_vae_convention, detect_space, latent_channels, layout_for
+from .registry import available, load
+from .sinks import PreviewWriter
+from .spaces import SPACES
+
+# previewer="auto" takes the first family shipped for the space: latent-resolution families
+# first (cheap at every step; `size=` upscales for display), then the 8x upsampler.
+AUTO_FAMILIES = ("conv", "affine", "mlp", "quadratic", "linear", "upsampler")
+RESAMPLE = ("nearest", "bilinear")
+
+
+def auto_previewer(space: str, names: list[str] | None = None) -> str:
+    """Registry name of the preferred shipped previewer for `space` (plain names before variants)."""
+    names = available() if names is None else names
+    for family in AUTO_FAMILIES:
+        base = f"{space}-{family}"
+        matches = [n for n in names if n == base] or sorted(n for n in names if n.startswith(base + "-"))
+        if matches:
+            return matches[0]
+    raise ValueError(
+        f"no shipped previewer for latent space {space!r} (shipped: {', '.join(names) or 'none'}); "
+        "fit one with `latent-preview fit` and pass previewer=PATH"
+    )
+
+
+class PreviewCallback:
+    """diffusers step callback writing and handing out previews of the latents.
+
+    Build it with `for_pipeline` (detects the space, picks and places the previewer, sets up x0
+    estimation); the constructor takes the parts directly:
+      previewer: a Previewer; input (B, C, h, w) → RGB (B, 3, H, W) in [0, 1]. Moved to the
+        latents' device on first use.
+      source: a denoised.Source choosing x0 or latents per step (None: latents as handed over).
+      layout: maps the pipeline's latents to (B, C, h, w) (None: they already are).
+      every: preview invocations 0, every, 2·every, ... (each invocation is one step; PNDM calls
+        back more often than num_inference_steps).
+      out_dir: writes out_dir/step_0007_img0.png per step and image, and at the end of the run
+        `preview.<animation>` (animation="gif", "webp" or None) and `sheet.png` (sheet=True).
+      on_preview(step, timestep, images): called on the writer thread with PIL images.
+      size: upscale previews so the longer side has `size` pixels (resample "nearest" or "bilinear").
+      keep: keep the run's previews in `images` (step → list of PIL images).
+    The end of a run is detected from `pipe.num_timesteps`; call `close()` after an interrupted
+    run, or when done, to write the last files and remove the x0 hook.
+    """
+
+    tensor_inputs = ["latents"]
+
+    def __init__(self, previewer: Previewer, source: Source | None = None, layout: Layout | None = None, every: int = 1,
+                 out_dir=None, on_preview=None, size: int | None = None, resample: str = "nearest",
+                 animation: str | None = "gif", sheet: bool = True, keep: bool = False):
+        if not isinstance(every, int) or every < 1:
+            raise ValueError(f"every must be a positive integer, got {every!r}")
+        if size is not None and (not isinstance(size, int) or size < 1):
+            raise ValueError(f"size must be a positive integer (pixels) or None, got {size!r}")
+        if resample not in RESAMPLE:
+            raise ValueError(f"resample must be one of {', '.join(RESAMPLE)}, got {resample!r}")
+        if on_preview is not None and not callable(on_preview):
+            raise ValueError("on_preview must be a function (step, timestep, images)")
+        self.previewer = previewer.eval().requires_grad_(False)
+        self.source = source
+        self.layout = layout
+        self.every = every
+        self.size = size
+        self.resample = resample
+        self.writer = PreviewWriter(out_dir, on_preview, keep, animation, sheet)
+        self.count = 0  # invocations in this run
+
+    @classmethod
+    def for_pipeline(cls, pipe, previewer="auto", every: int = 1, out_dir=None, on_preview=None, source: str = "auto",
+                     space: str | None = None, height: int | None = None, width: int | None = None,
+                     size: int | None = None, resample: str = "nearest", animation: str | None = "gif",
+                     sheet: bool = True, keep: bool = False) -> "PreviewCallback":
+        """A callback for `pipe` (SD 1.x/2.x, SDXL, SD3, FLUX.1, FLUX.2 pipelines).
+
+        previewer: "auto" (the preferred shipped previewer for the space), a registry name, a
+          .safetensors path, or a loaded Previewer.
+        source: "auto" (x0 where it is exact for the scheduler, else latents), "x0", "latents";
+          see previewers/denoised.py for what each scheduler gives. Build the callback after
+          choosing the pipeline's scheduler.
+        space: the latent space, for pipelines not recognised by class (sd1, sdxl, sd3, flux1, flux2).
+        height, width: the image size in pixels the pipeline runs at; FLUX pipelines hand over
+          packed tokens that do not carry it (default: the pipeline's default size).
+        Other arguments: see the class docstring.
+        """
+        space = space or detect_space(pipe)
+        if space not in SPACES:
+            raise ValueError(f"unknown latent space {space!r}; known: {', '.join(SPACES)}")
+        channels = latent_channels(pipe)
+        if isinstance(previewer, str) and previewer == "auto":
+            check_vae_convention(pipe, space)
+            previewer = auto_previewer(space)
+        name = f"{previewer.family} previewer" if isinstance(previewer, Previewer) else f"previewer {str(previewer)!r}"
+        if not isinstance(previewer, Previewer):
+            previewer = load(previewer)
+        if previewer.latent_channels != channels:
+            raise ValueError(
+                f"{name} takes {previewer.latent_channels}-channel latents, but {type(pipe).__name__}'s "
+                f"VAE makes {channels}-channel ones ({space}); pass a previewer for this space"
+            )
+        if previewer.meta.get("space", space) != space:
+            warnings.warn(f"{name} was fitted for latent space {previewer.meta['space']!r}, but {type(pipe).__name__} "
+                          f"works in {space!r}: its colours will be off", stacklevel=2)
+        layout = layout_for(pipe, space, height, width)
+        return cls(previewer, make_source(pipe.scheduler, source, pipe), layout, every, out_dir, on_preview, size,
+                   resample, animation, sheet, keep)
+
+    @property
+    def images(self) -> dict[int, list]:
+        """Previews of the current (or last) run, step → list of PIL images (needs keep=True)."""
+        self.writer.flush()
+        return self.writer.images
+
+    def __call__(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+        try:
+            self.preview(pipe, step, timestep, callback_kwargs)
+        except Exception as e:  # a preview must never break a long generation
+            self.writer.warn_once("preview", f"step preview failed ({type(e).__name__}: {e})")
+        return callback_kwargs
+
+    @torch.no_grad()
+    def preview(self, pipe, step: int, timestep, callback_kwargs: dict) -> None:
+        if "latents" not in callback_kwargs:
+            raise ValueError("callback_kwargs has no 'latents'; "
+                             "pass callback_on_step_end_tensor_inputs=cb.tensor_inputs")
+        if step == 0:  # a new run
+            if self.count:
+                self.writer.finish()  # the summary of a previous run that was cut short
+                self.writer.new_run()
+            self.count = 0
+            if self.source is not None:
+                self.source.reset()
+        n, self.count = self.count, self.count + 1
+        latents = callback_kwargs["latents"]
+        wanted = n % self.every == 0
+        x = self.source(latents, timestep, wanted) if self.source is not None else latents if wanted else None
+        if x is not None:
+            self.writer.put(n, timestep, self.render(x))
+        total = getattr(pipe, "num_timesteps", None)
+        if isinstance(total, int) and n + 1 >= total:
+            self.writer.finish()
+
+    def render(self, x: torch.Tensor) -> torch.Tensor:
+        """Latents in the pipeline's layout → (B, H, W, 3) uint8 frames on the same device."""
+        if self.layout is not None:
+            x = self.layout(x)
+        if self.previewer.in_scale.device != x.device:
+            self.previewer.to(x.device)
+        rgb = self.previewer(x)
+        if self.size is not None:
+            rgb = resize(rgb, self.size, self.resample)
+        return to_uint8(rgb)
+
+    def close(self) -> None:
+        """Write what is pending (and the animation and sheet), stop the writer thread, remove the x0 hook."""
+        self.writer.close()
+        if self.source is not None:
+            self.source.close()

@@ -1,0 +1,173 @@
+"""Where step previews go, on a background thread: PNG files, an animation and a contact sheet,
+a user function, memory.
+
+The sampling loop only queues work: `PreviewWriter.put` takes (B, H, W, 3) uint8 frames on any
+device; on CUDA it starts a non-blocking copy into pinned host memory and records an event, so
+the loop never waits for the GPU, PNG encoding or the disk. The writer thread waits on the
+event, then encodes and writes. Files are written atomically (temporary name, then rename), so
+an interrupted run leaves only complete files. A failing sink (unwritable folder, full disk, an
+exception in `on_preview`) warns once with the reason and is retried for later steps; it never
+raises into the pipeline.
+"""
+
+import math
+import queue
+import threading
+import warnings
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from .images import save_atomic
+
+ANIMATIONS = ("gif", "webp")
+FRAME_MS = 120  # animation frame time; the last frame is held for LAST_FRAME_MS
+LAST_FRAME_MS = 1500
+GAP = 2  # pixels between tiles in frames and sheets
+FINISH = "finish"  # queue markers
+NEW_RUN = "new run"
+STOP = "stop"
+
+
+def step_name(step: int, image: int) -> str:
+    """Per-step file name; sortable, and the only files whose names start with "step_"."""
+    return f"step_{step:04d}_img{image}.png"
+
+
+def grid(images: list, columns: int, background=(255, 255, 255)) -> Image.Image:
+    """Tile equally sized PIL images row by row, GAP pixels apart."""
+    w, h = images[0].size
+    rows = math.ceil(len(images) / columns)
+    sheet = Image.new("RGB", (columns * w + (columns - 1) * GAP, rows * h + (rows - 1) * GAP), background)
+    for i, image in enumerate(images):
+        sheet.paste(image, ((i % columns) * (w + GAP), (i // columns) * (h + GAP)))
+    return sheet
+
+
+def to_host(frames: torch.Tensor, timestep):
+    """Start moving frames (and a tensor timestep) to the CPU without waiting: (frames, timestep, event)."""
+    if frames.device.type != "cuda":
+        return frames.cpu(), timestep, None
+    host = torch.empty(frames.shape, dtype=frames.dtype, pin_memory=True)
+    host.copy_(frames, non_blocking=True)
+    if isinstance(timestep, torch.Tensor) and timestep.device.type == "cuda":
+        timestep = torch.empty(timestep.shape, dtype=timestep.dtype, pin_memory=True).copy_(timestep, non_blocking=True)
+    event = torch.cuda.Event()
+    event.record()
+    return host, timestep, event
+
+
+class PreviewWriter:
+    """Consumes queued previews on one background thread.
+
+    out_dir: folder for step PNGs, the animation ("preview.gif"/"preview.webp") and the contact
+    sheet ("sheet.png"), created on first write; None writes nothing. on_preview(step, timestep,
+    images) is called on the writer thread with a list of PIL images, in step order. keep=True
+    keeps the images of the current run in `images` (step → list of PIL images).
+    """
+
+    def __init__(self, out_dir=None, on_preview=None, keep: bool = False, animation: str | None = "gif",
+                 sheet: bool = True):
+        if animation not in (None, *ANIMATIONS):
+            raise ValueError(f"animation must be one of {', '.join(ANIMATIONS)} or None, got {animation!r}")
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.on_preview = on_preview
+        self.keep = keep
+        self.animation = animation if self.out_dir else None
+        self.sheet = sheet and self.out_dir is not None
+        self.images: dict[int, list] = {}
+        self.frames: list = []  # one image per previewed step (the batch side by side), for animation and sheet
+        self.warned: set[str] = set()
+        self.queue: queue.Queue = queue.Queue()
+        self.thread: threading.Thread | None = None
+
+    def warn_once(self, kind: str, message: str) -> None:
+        if kind not in self.warned:
+            self.warned.add(kind)
+            warnings.warn(f"latent-preview: {message}; the pipeline continues", RuntimeWarning, stacklevel=2)
+
+    def put(self, step: int, timestep, frames: torch.Tensor) -> None:
+        """Queue (B, H, W, 3) uint8 frames of one step."""
+        self._send((step, *to_host(frames, timestep)))
+
+    def new_run(self) -> None:
+        """The next previews belong to a new run: forget the previous run's frames and images."""
+        self._send(NEW_RUN)
+
+    def finish(self) -> None:
+        """Write the animation and the sheet of the run so far, and wait until everything is written."""
+        if self.thread is not None:
+            self._send(FINISH)
+            self.queue.join()
+
+    def flush(self) -> None:
+        if self.thread is not None:
+            self.queue.join()
+
+    def close(self) -> None:
+        """finish(), then stop the thread (a later put starts a new one)."""
+        if self.thread is not None:
+            self.finish()
+            self._send(STOP)
+            self.thread.join()
+            self.thread = None
+
+    def _send(self, item) -> None:
+        if self.thread is None:
+            self.thread = threading.Thread(target=self._run, name="latent-preview writer", daemon=True)
+            self.thread.start()
+        self.queue.put(item)
+
+    def _run(self) -> None:
+        while True:
+            item = self.queue.get()
+            try:
+                if item == STOP:
+                    return
+                if item == FINISH:
+                    self._write_summary()
+                elif item == NEW_RUN:
+                    self.images, self.frames = {}, []
+                else:
+                    self._write_step(*item)
+            except Exception as e:  # a bug here must not take the thread (and every later preview) down
+                self.warn_once("writer", f"preview writer failed ({type(e).__name__}: {e})")
+            finally:
+                self.queue.task_done()
+
+    def _write_step(self, step: int, frames: torch.Tensor, timestep, event) -> None:
+        if event is not None:
+            event.synchronize()
+        timestep = float(timestep) if isinstance(timestep, (torch.Tensor, int, float)) else timestep
+        images = [Image.fromarray(a) for a in frames.numpy()]
+        if self.out_dir is not None:
+            try:
+                self.out_dir.mkdir(parents=True, exist_ok=True)
+                for i, image in enumerate(images):
+                    save_atomic(image, self.out_dir / step_name(step, i), format="PNG", compress_level=1)
+            except OSError as e:
+                self.warn_once("write", f"cannot write previews to {self.out_dir} ({e})")
+        if self.on_preview is not None:
+            try:
+                self.on_preview(step, timestep, images)
+            except Exception as e:
+                self.warn_once("on_preview", f"on_preview raised {type(e).__name__}: {e}")
+        if self.keep:
+            self.images[step] = images
+        if self.animation or self.sheet:
+            self.frames.append(grid(images, columns=len(images)))
+
+    def _write_summary(self) -> None:
+        frames, self.frames = self.frames, []
+        if not frames:
+            return
+        try:
+            if self.animation:
+                durations = [FRAME_MS] * (len(frames) - 1) + [LAST_FRAME_MS]
+                save_atomic(frames[0], self.out_dir / f"preview.{self.animation}", save_all=True,
+                            append_images=frames[1:], duration=durations, loop=0)
+            if self.sheet:
+                save_atomic(grid(frames, columns=math.ceil(math.sqrt(len(frames)))), self.out_dir / "sheet.png")
+        except OSError as e:
+            self.warn_once("write", f"cannot write previews to {self.out_dir} ({e})")

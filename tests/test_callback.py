@@ -1,0 +1,436 @@
+"""PreviewCallback on real diffusers pipelines built from tiny random components (CPU, seconds)."""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from previewers import PreviewCallback
+from previewers.callback import AUTO_FAMILIES, auto_previewer
+from previewers.denoised import make_source
+from previewers.families import affine
+from previewers.registry import available
+from previewers.sinks import step_name
+
+diffusers = pytest.importorskip("diffusers")
+from diffusers.callbacks import MultiPipelineCallbacks  # noqa: E402
+
+SIZE = 16  # image pixels; the tiny VAEs have vae_scale_factor 2, so latents are 8x8
+STEPS = 4
+
+
+def tiny_vae(channels, cls=diffusers.AutoencoderKL, **config):
+    return cls(block_out_channels=(8, 8), layers_per_block=1, norm_num_groups=2, latent_channels=channels,
+               down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, **config)
+
+
+def tiny_unet(xl=False):
+    extra = dict(addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=8 * 6 + 16) if xl else {}
+    return diffusers.UNet2DConditionModel(
+        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4, norm_num_groups=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=4, **extra)
+
+
+def sd_scheduler():
+    return diffusers.EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
+
+
+def build(kind):
+    """(pipeline, call kwargs): text encoders left out, prompts given as random embeddings."""
+    torch.manual_seed(0)
+    emb = lambda *shape: torch.randn(*shape)  # noqa: E731
+    if kind in ("sd", "sdxl"):
+        common = dict(vae=tiny_vae(4), unet=tiny_unet(kind == "sdxl"), scheduler=sd_scheduler(), text_encoder=None, tokenizer=None)
+        kwargs = dict(prompt_embeds=emb(1, 5, 16), negative_prompt_embeds=emb(1, 5, 16))
+        if kind == "sd":
+            return diffusers.StableDiffusionPipeline(**common, safety_checker=None, feature_extractor=None,
+                                                     requires_safety_checker=False), kwargs
+        kwargs.update(pooled_prompt_embeds=emb(1, 16), negative_pooled_prompt_embeds=emb(1, 16))
+        return diffusers.StableDiffusionXLPipeline(**common, text_encoder_2=None, tokenizer_2=None), kwargs
+    flow = diffusers.FlowMatchEulerDiscreteScheduler()
+    if kind == "sd3":
+        transformer = diffusers.SD3Transformer2DModel(
+            sample_size=8, patch_size=1, in_channels=16, out_channels=16, num_layers=1, attention_head_dim=8,
+            num_attention_heads=2, caption_projection_dim=16, joint_attention_dim=16, pooled_projection_dim=16)
+        pipe = diffusers.StableDiffusion3Pipeline(
+            transformer=transformer, scheduler=flow, vae=tiny_vae(16, shift_factor=0.0609, scaling_factor=1.5305),
+            text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None, text_encoder_3=None, tokenizer_3=None)
+        return pipe, dict(prompt_embeds=emb(1, 5, 16), negative_prompt_embeds=emb(1, 5, 16),
+                          pooled_prompt_embeds=emb(1, 16), negative_pooled_prompt_embeds=emb(1, 16))
+    if kind == "flux1":
+        transformer = diffusers.FluxTransformer2DModel(
+            patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=8, num_attention_heads=2,
+            joint_attention_dim=16, pooled_projection_dim=16, axes_dims_rope=(2, 2, 4))
+        pipe = diffusers.FluxPipeline(scheduler=flow, vae=tiny_vae(16, shift_factor=0.1159, scaling_factor=0.3611),
+                                      text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None,
+                                      transformer=transformer)
+        return pipe, dict(prompt_embeds=emb(1, 5, 16), pooled_prompt_embeds=emb(1, 16))
+    transformer = diffusers.Flux2Transformer2DModel(
+        patch_size=1, in_channels=128, num_layers=1, num_single_layers=1, attention_head_dim=8, num_attention_heads=2,
+        joint_attention_dim=16, axes_dims_rope=(2, 2, 2, 2))
+    pipe = diffusers.Flux2Pipeline(scheduler=flow, vae=tiny_vae(32, diffusers.AutoencoderKLFlux2), text_encoder=None,
+                                   tokenizer=None, transformer=transformer)
+    return pipe, dict(prompt_embeds=emb(1, 5, 16))
+
+
+KINDS = ("sd", "sdxl", "sd3", "flux1", "flux2")
+
+
+@pytest.fixture(scope="module", params=KINDS)
+def tiny(request):
+    pipe, kwargs = build(request.param)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, kwargs
+
+
+def run(pipe, kwargs, callback=None, steps=STEPS, output_type="np"):
+    extra = {} if callback is None else dict(callback_on_step_end=callback)
+    if isinstance(callback, PreviewCallback):
+        extra["callback_on_step_end_tensor_inputs"] = callback.tensor_inputs
+    return pipe(**kwargs, num_inference_steps=steps, height=SIZE, width=SIZE, output_type=output_type,
+                generator=torch.Generator().manual_seed(0), **extra).images
+
+
+def mid_grey_affine(channels):
+    """An affine previewer whose output stays inside (0, 1) for unit-scale latents, so nothing clips."""
+    previewer = affine(channels)
+    torch.nn.init.normal_(previewer.body.weight, std=0.1 / channels**0.5)
+    torch.nn.init.constant_(previewer.body.bias, 0.5)
+    return previewer
+
+
+def callback(pipe, **kwargs):
+    previewer = mid_grey_affine(pipe.vae.config.latent_channels)
+    return PreviewCallback.for_pipeline(pipe, previewer=previewer, height=SIZE, width=SIZE, **kwargs)
+
+
+def spatial(pipe, latents):
+    """The pipeline's own unpacking of its latents to (B, C, h, w), as it does before decoding."""
+    if isinstance(pipe, diffusers.Flux2Pipeline):
+        side = 2 * (SIZE // (2 * pipe.vae_scale_factor))  # latent side; tokens are its 2x2 patches
+        ids = pipe._prepare_latent_ids(latents.new_zeros(latents.shape[0], latents.shape[2], side // 2, side // 2))
+        return pipe._unpatchify_latents(pipe._unpack_latents_with_ids(latents, ids))
+    if isinstance(pipe, diffusers.FluxPipeline):
+        return pipe._unpack_latents(latents, SIZE, SIZE, pipe.vae_scale_factor)
+    return latents
+
+
+def latent_side(pipe):
+    return SIZE // pipe.vae_scale_factor
+
+
+def preview_warnings(caught):
+    return [str(w.message) for w in caught if "latent-preview" in str(w.message)]
+
+
+def test_one_preview_per_step_and_identical_result(tiny, tmp_path):
+    pipe, kwargs = tiny
+    reference = run(pipe, kwargs)
+    cb = callback(pipe, out_dir=tmp_path, source="x0", keep=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        images = run(pipe, kwargs, cb)
+    assert np.array_equal(images, reference)
+    assert preview_warnings(caught) == []
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted([step_name(i, 0) for i in range(STEPS)] + ["preview.gif", "sheet.png"])  # no temp files left
+    side = latent_side(pipe)
+    for i in range(STEPS):
+        with Image.open(tmp_path / step_name(i, 0)) as png:
+            assert png.size == (side, side) and png.mode == "RGB"
+    assert list(cb.images) == list(range(STEPS))
+    # The last step's x0 is the final latent (σ = 0 next): its preview is the previewer's view of the
+    # pipeline's own output latents, unpacked to (B, C, h, w) for the FLUX pipelines.
+    final = run(pipe, kwargs, output_type="latent")
+    with torch.no_grad():
+        expected = cb.previewer(spatial(pipe, final))[0].permute(1, 2, 0) * 255
+    last = torch.from_numpy(np.asarray(cb.images[STEPS - 1][0])).float()
+    assert (last - expected).abs().max() <= 1
+    with Image.open(tmp_path / "sheet.png") as sheet:  # 2x2 grid of the 4 steps, 2-pixel gaps
+        assert sheet.size == (2 * side + 2, 2 * side + 2)
+    with Image.open(tmp_path / "preview.gif") as gif:
+        assert gif.is_animated or STEPS == 1  # (identical consecutive frames are merged)
+    cb.close()
+
+
+def test_every_source_size_failing_sinks_inside_multi_callbacks(tiny, tmp_path):
+    pipe, kwargs = tiny
+    reference = run(pipe, kwargs)
+    seen = []
+    half = callback(pipe, every=2, source="latents", size=3 * SIZE, on_preview=lambda s, t, ims: seen.append((s, t, ims[0].size)))
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+
+    def broken(step, timestep, images):
+        raise RuntimeError("bug in a UI")
+
+    failing = callback(pipe, out_dir=blocker / "steps", on_preview=broken)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        images = run(pipe, kwargs, MultiPipelineCallbacks([half, failing]))
+        half.close()
+        failing.close()
+    assert np.array_equal(images, reference)
+    assert [s for s, _, _ in seen] == [0, 2]
+    assert all(size == (3 * SIZE, 3 * SIZE) for _, _, size in seen)
+    assert all(isinstance(t, float) for _, t, _ in seen)
+    messages = preview_warnings(caught)
+    assert len(messages) == 2, messages  # each failure warns once, not once per step
+    assert any("cannot write previews" in m for m in messages)
+    assert any("on_preview raised RuntimeError: bug in a UI" in m for m in messages)
+
+
+def test_wrong_image_size_warns_once_and_run_completes():
+    pipe, kwargs = build("flux1")
+    pipe.set_progress_bar_config(disable=True)
+    reference = run(pipe, kwargs)
+    cb = PreviewCallback.for_pipeline(pipe, previewer=affine(16), height=2 * SIZE, width=SIZE)  # not the run's size
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        images = run(pipe, kwargs, cb)
+    assert np.array_equal(images, reference)
+    messages = preview_warnings(caught)
+    assert len(messages) == 1 and "pass the image size the pipeline ran at" in messages[0]
+
+
+class Recorder:
+    """Collects what a preview source yields at every step of a real run."""
+
+    tensor_inputs = ["latents"]
+
+    def __init__(self, pipe, source):
+        self.source = make_source(pipe.scheduler, source, pipe)
+        self.latents, self.out = [], []
+
+    def __call__(self, pipe, step, timestep, kwargs):
+        if step == 0:
+            self.source.reset()
+        self.latents.append(kwargs["latents"])
+        self.out.append(self.source(kwargs["latents"], timestep, True))
+        return kwargs
+
+
+RETURN_X0 = ("EulerDiscreteScheduler", "DDIMScheduler", "EulerAncestralDiscreteScheduler", "LMSDiscreteScheduler")
+
+
+def reference_x0(pipe):
+    """Record, per step, the x0 the scheduler itself works with (test instrumentation only)."""
+    scheduler = pipe.scheduler
+    name = type(scheduler).__name__
+    step = scheduler.step
+    recorded = []
+
+    def recording_step(model_output, timestep, sample, *args, **kwargs):
+        if getattr(scheduler, "step_index", 0) is None:
+            scheduler._init_step_index(timestep)  # as step() does first
+        if "DPMSolver" in name or "UniPC" in name:
+            recorded.append(scheduler.convert_model_output(model_output, sample=sample))
+        elif name == "PNDMScheduler":
+            a = scheduler.alphas_cumprod[int(timestep)]
+            recorded.append((sample - (1 - a).sqrt() * model_output) / a.sqrt())
+        elif name == "FlowMatchEulerDiscreteScheduler":
+            recorded.append(sample.float() - scheduler.sigmas[scheduler.step_index] * model_output.float())
+        out = step(model_output, timestep, sample, *args, **kwargs)
+        if name in RETURN_X0:
+            recorded.append(out[1])  # the pipelines call step(..., return_dict=False): (prev_sample, x0)
+        return out
+
+    scheduler.step = recording_step
+    return recorded
+
+
+@pytest.mark.parametrize("scheduler, config, call, first", [
+    ("EulerDiscreteScheduler", {}, {}, 1),
+    ("DDIMScheduler", dict(clip_sample=False), dict(eta=1.0), 0),
+    ("DPMSolverMultistepScheduler", {}, {}, 0),
+    ("UniPCMultistepScheduler", {}, {}, 0),
+    ("EulerAncestralDiscreteScheduler", {}, {}, 0),
+    ("LMSDiscreteScheduler", {}, {}, 0),
+    ("PNDMScheduler", dict(skip_prk_steps=True), {}, 0),
+    ("DDIMScheduler", dict(clip_sample=False, prediction_type="v_prediction"), {}, 0),
+])
+def test_x0_is_the_schedulers_own(scheduler, config, call, first):
+    """x0 equals the scheduler's x0 from step `first` on (consecutive latents need one step of
+    history); classifier-free guidance with guidance_rescale goes through the denoiser hook."""
+    pipe, kwargs = build("sd")
+    pipe.set_progress_bar_config(disable=True)
+    pipe.scheduler = getattr(diffusers, scheduler).from_config(pipe.scheduler.config, **config)
+    recorder = Recorder(pipe, "x0")
+    expected = reference_x0(pipe)
+    pipe(**kwargs, num_inference_steps=STEPS, height=SIZE, width=SIZE, output_type="latent", guidance_rescale=0.5,
+         generator=torch.Generator().manual_seed(0), callback_on_step_end=recorder, **call)
+    assert len(recorder.out) == len(expected) >= STEPS
+    for got, want in list(zip(recorder.out, expected))[first:]:
+        torch.testing.assert_close(got.float(), want.float(), rtol=1e-4, atol=1e-4)
+    if first:
+        assert recorder.out[0] is not None  # step 0 falls back to latents
+
+
+def test_x0_flow_matching_and_ve_latents_scaling():
+    pipe, kwargs = build("sd3")
+    pipe.set_progress_bar_config(disable=True)
+    recorder = Recorder(pipe, "auto")
+    expected = reference_x0(pipe)
+    run(pipe, kwargs, recorder)
+    for got, want in list(zip(recorder.out, expected))[1:]:
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+    pipe, kwargs = build("sd")  # Euler: x = z + σε, previewed as x / sqrt(σ² + 1)
+    pipe.set_progress_bar_config(disable=True)
+    recorder = Recorder(pipe, "latents")
+    run(pipe, kwargs, recorder)
+    sigmas = pipe.scheduler.sigmas
+    for i, (got, latents) in enumerate(zip(recorder.out, recorder.latents)):
+        torch.testing.assert_close(got, latents / (sigmas[i + 1] ** 2 + 1).sqrt())
+
+
+def test_close_removes_the_denoiser_hook():
+    pipe, _ = build("sd")
+    pipe.scheduler = diffusers.PNDMScheduler.from_config(pipe.scheduler.config)
+    cb = callback(pipe)
+    assert len(pipe.unet._forward_hooks) == 1
+    cb.close()
+    assert len(pipe.unet._forward_hooks) == 0
+
+
+def test_clear_errors():
+    pipe, _ = build("sd")
+
+    class MyPipeline:
+        vae = pipe.vae
+        scheduler = pipe.scheduler
+
+    with pytest.raises(ValueError, match=r"MyPipeline.*space='sd1', previewer='sd1-affine'"):
+        PreviewCallback.for_pipeline(MyPipeline(), previewer=affine(4))
+    assert PreviewCallback.for_pipeline(MyPipeline(), previewer=affine(4), space="sd1").previewer.latent_channels == 4
+    with pytest.raises(ValueError, match="takes 16-channel latents, but StableDiffusionPipeline's VAE makes 4"):
+        PreviewCallback.for_pipeline(pipe, previewer=affine(16))
+    pipe.scheduler = diffusers.HeunDiscreteScheduler.from_config(pipe.scheduler.config)
+    with pytest.raises(ValueError, match="no exact x0 for HeunDiscreteScheduler"):
+        PreviewCallback.for_pipeline(pipe, previewer=affine(4), source="x0")
+    for bad in (dict(every=0), dict(size=-1), dict(resample="cubic"), dict(animation="mp4"), dict(source="noise")):
+        with pytest.raises(ValueError):
+            PreviewCallback.for_pipeline(pipe, previewer=affine(4), **bad)
+
+
+def test_convention_mismatches_warn():
+    from previewers.pipeline_space import check_vae_convention
+
+    pipe, _ = build("sd")  # AutoencoderKL's default scaling_factor is SD 1.x's 0.18215
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_vae_convention(pipe, "sd1")
+    with pytest.warns(UserWarning, match="scaling_factor=0.18215, shift_factor=0.0, but sdxl previewers expect 0.13025"):
+        check_vae_convention(pipe, "sdxl")
+    previewer = affine(4)
+    previewer.meta = {"space": "sdxl"}
+    with pytest.warns(UserWarning, match="fitted for latent space 'sdxl', but StableDiffusionPipeline works in 'sd1'"):
+        PreviewCallback.for_pipeline(pipe, previewer=previewer)
+
+
+def test_auto_prefers_conv_then_affine_plain_names_first():
+    assert AUTO_FAMILIES[:2] == ("conv", "affine")
+    names = ["sd1-affine", "sd1-conv-fast", "sd1-upsampler", "sdxl-conv"]
+    assert auto_previewer("sd1", names) == "sd1-conv-fast"
+    assert auto_previewer("sd1", names + ["sd1-conv"]) == "sd1-conv"
+    assert auto_previewer("sd1", ["sd1-upsampler"]) == "sd1-upsampler"
+    with pytest.raises(ValueError, match="no shipped previewer for latent space 'flux2'"):
+        auto_previewer("flux2", names)
+
+
+def test_auto_uses_the_shipped_registry(tmp_path):
+    pipe, kwargs = build("sd")  # a 4-channel AutoencoderKL with the SD scaling factor: space sd1
+    pipe.set_progress_bar_config(disable=True)
+    cb = PreviewCallback.for_pipeline(pipe, out_dir=tmp_path)
+    name = auto_previewer("sd1")
+    assert name in available() and cb.previewer.meta["space"] == "sd1"
+    run(pipe, kwargs, cb, steps=2)
+    side = latent_side(pipe) * cb.previewer.scale
+    with Image.open(tmp_path / step_name(1, 0)) as png:
+        assert png.size == (side, side)
+
+
+def save_tiny_sd_folder(folder):
+    """A complete tiny SD pipeline on disk, text encoder and a letters-only CLIP tokenizer included."""
+    import json
+
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in "abcdefghijklmnopqrstuvwxyz":
+        vocab[c], vocab[c + "</w>"] = len(vocab), len(vocab) + 1
+    (folder / "tok").mkdir(parents=True)
+    (folder / "tok" / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "tok" / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = CLIPTokenizer(str(folder / "tok" / "vocab.json"), str(folder / "tok" / "merges.txt"), model_max_length=8)
+    torch.manual_seed(0)
+    encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=16, num_hidden_layers=1,
+                                           num_attention_heads=2, max_position_embeddings=8, bos_token_id=0, eos_token_id=1,
+                                           pad_token_id=1))
+    pipe = diffusers.StableDiffusionPipeline(vae=tiny_vae(4), text_encoder=encoder, tokenizer=tokenizer, unet=tiny_unet(),
+                                             scheduler=sd_scheduler(), safety_checker=None, feature_extractor=None,
+                                             requires_safety_checker=False)
+    pipe.save_pretrained(folder / "pipe")
+    return folder / "pipe"
+
+
+def test_generate_writes_steps_animation_sheet_and_final(tmp_path, capsys):
+    from previewers import save
+    from previewers.cli import main
+
+    model = save_tiny_sd_folder(tmp_path)
+    previewer = save(affine(4), tmp_path / "p.safetensors", space="sd1")
+    out = tmp_path / "out"
+    assert main(["generate", "--model", str(model), "--prompt", "a cat", "--steps", "3", "--every", "2",
+                 "--previewer", str(previewer), "--out", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    assert names == ["final_img0.png", "preview.gif", "sheet.png", step_name(0, 0), step_name(2, 0)]
+    with Image.open(out / "final_img0.png") as final:  # the tiny VAE decodes at 2x
+        assert final.size == (16, 16)
+    assert "StableDiffusionPipeline" in capsys.readouterr().out
+
+
+def test_generate_without_model_files_says_where_it_looked(tmp_path, capsys):
+    from previewers.cli import main
+
+    assert main(["generate", "--model", "nobody/no-such-model", "--prompt", "x", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "not in the Hugging Face cache" in err and "--model /path/to/pipeline-folder" in err
+    assert "--allow-download" in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("scheduler", ["EulerDiscreteScheduler", "PNDMScheduler", "DPMSolverMultistepScheduler"])
+def test_callback_never_synchronises_the_gpu(scheduler, monkeypatch):
+    """Everything the callback does in the sampling loop (x0, previewer, resize, uint8, start of the
+    copy to pinned memory) runs under CUDA's sync debug mode "error"; the writer is stubbed out."""
+    from previewers.sinks import to_host
+
+    pipe, kwargs = build("sd")
+    pipe.scheduler = getattr(diffusers, scheduler).from_config(pipe.scheduler.config)
+    pipe.to("cuda").set_progress_bar_config(disable=True)
+    kwargs = {k: v.cuda() for k, v in kwargs.items()}
+    cb = callback(pipe, size=4 * SIZE, source="x0")
+    queued = []
+    monkeypatch.setattr(cb.writer, "put", lambda step, t, frames: queued.append(to_host(frames, t)))
+
+    def guarded(pipe, step, timestep, callback_kwargs):
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            return cb(pipe, step, timestep, callback_kwargs)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pipe(**kwargs, num_inference_steps=STEPS, height=SIZE, width=SIZE, output_type="latent",
+             generator=torch.Generator("cuda").manual_seed(0), callback_on_step_end=guarded)
+    assert preview_warnings(caught) == []
+    assert len(queued) >= STEPS
+    for frames, _, event in queued:
+        event.synchronize()
+        assert frames.is_pinned() and frames.shape == (1, 4 * SIZE, 4 * SIZE, 3)
+    cb.close()
