@@ -1,0 +1,117 @@
+"""Held-out quality of every shipped previewer beside the published factor tables and peer models.
+
+    python -m benchmarks.quality [--spaces sd1,sdxl,...] [--out weights/README.md]
+
+For each space, in one process: the space's TAESD-family teacher from ../shared encodes 256² tiles
+of ../shared/data/kodak24 (never used for fitting), and every shipped previewer of that space, every
+published table and every peer model is scored against the teacher's decode — clean latents and
+noised z = 0.5·z + 0.5·ε; latent-resolution outputs against the decode area-pooled to their size.
+Writes the per-space tables and a summary (with issue 4's goals) as markdown.
+"""
+
+import argparse
+import platform
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+# Issue 4's goal for the best latent-resolution previewer per space (dB, clean, pooled).
+TARGETS = {"sd1": 30.0, "sdxl": 32.5, "sd3": 33.5, "flux1": 33.0, "flux2": 26.0}
+UPSAMPLER_TARGET = 28.0
+
+
+def teacher_file(name: str) -> Path:
+    folder = SHARED / "models" / "teachers"
+    for suffix in (".safetensors", ".pth"):
+        path = folder / f"{name}_decoder{suffix}"
+        if path.is_file():
+            return path
+    raise FileNotFoundError(f"teacher {name} not found in {folder} (this benchmark needs ../shared beside the checkout)")
+
+
+def shipped(space: str) -> dict:
+    import previewers
+
+    return {name: previewers.load(name) for name in previewers.available() if name.split("-")[0] == space}
+
+
+def measure(space: str, count: int | None):
+    """(rows, note) for one space."""
+    from previewers.spaces import get_space
+    from training.commands.eval import baselines
+    from training.data import default_cache_dir, fingerprint
+    from training.evaluate import evaluate, held_out
+    from training.teachers import load_teacher
+
+    path = teacher_file(get_space(space).teacher)
+    teacher = load_teacher(path)
+    data = held_out(teacher, SHARED / "data" / "kodak24", count=count, cache_dir=default_cache_dir(),
+                    teacher_id=fingerprint(path))
+    rows = evaluate({**shipped(space), **baselines(space)}, data)
+    note = (f"{len(data.clean)} 256² tiles of kodak24 against {teacher.name}; PSNR/SSIM/ΔE00 on clean latents "
+            "and on noised z = 0.5·z + 0.5·ε; latent-resolution outputs against the decode area-pooled to their "
+            "size, the upsampler (8x) against the full-resolution decode; ms = median CPU time per 1×C×64² preview "
+            "on one thread.")
+    return rows, note
+
+
+def summary(results: dict) -> str:
+    lines = [
+        "| space | best published table | best peer | our affine | our best latent-res | goal | our upsampler (8x) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+
+    def best(rows, kinds):
+        rows = [r for r in rows if r.kind in kinds]
+        return max(rows, key=lambda r: r.clean["psnr"]) if rows else None
+
+    def cell(row, full=False):
+        if row is None:
+            return "—"
+        return f"{row.clean['psnr']:.2f} / {row.noised['psnr']:.2f} ({row.name}{', ' + f'{row.ms:.2f} ms' if full else ''})"
+
+    for space, (rows, _) in results.items():
+        table, peer = best(rows, {"table"}), best(rows, {"peer"})
+        affine = next((r for r in rows if r.name == f"{space}-affine"), None)
+        ours = best([r for r in rows if r.scale == 1], {"linear", "affine", "quadratic", "mlp", "conv"})
+        ups = best(rows, {"upsampler"})
+        bar = max([TARGETS[space]] + [r.clean["psnr"] + 0.5 for r in (table, peer) if r is not None])
+        met = "met" if ours is not None and ours.clean["psnr"] >= bar else "missed"
+        lines.append(f"| {space} | {cell(table)} | {cell(peer)} | {cell(affine)} | {cell(ours, True)} | "
+                     f"{bar:.1f} ({met}) | {cell(ups, True)} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--spaces", default="sd1,sdxl,sd3,flux1,flux2", help="comma-separated latent spaces")
+    parser.add_argument("--count", type=int, help="held-out tiles per space (default: all)")
+    parser.add_argument("--out", default=str(ROOT / "weights" / "README.md"), help="markdown file to write")
+    args = parser.parse_args(argv)
+
+    import torch
+
+    from training.evaluate import markdown
+
+    results = {space: measure(space, args.count) for space in args.spaces.split(",")}
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
+    text = "\n\n".join([
+        "# Shipped previewers: held-out quality",
+        f"Written by `python -m benchmarks.quality` on {cpu} ({torch.get_num_threads()} threads), torch {torch.__version__}. "
+        "Every number below comes from that one run. Cells: PSNR dB clean / noised (name). Goal: the higher of issue 4's "
+        "target and every table or peer + 0.5 dB, for our best latent-resolution previewer.",
+        summary(results),
+        "Published tables: ComfyUI `comfy/latent_formats.py`, AUTOMATIC1111 `modules/sd_vae_approx.py`, InvokeAI "
+        "`invokeai/app/util/step_callback.py`, stable-diffusion.cpp `latent-preview.h` (figures with commits in "
+        "`training/published.py`). Peers: ../shared/models/peers (birchlabs, AUTOMATIC1111 Approx NN, vaelight).",
+        *(markdown(rows, title=f"{space}", note=note) for space, (rows, note) in results.items()),
+    ])
+    Path(args.out).write_text(text + "\n")
+    print(text)
+    print(f"\nwrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+import torch
+
+from benchmarks import overhead, speed
+from benchmarks.timing import median_seconds
+from previewers import FAMILIES, build
+
+CPU = torch.device("cpu")
+
+
+def test_median_seconds_warms_up_then_repeats_within_bounds():
+    calls = []
+    seconds = median_seconds(lambda: calls.append(1), CPU, budget_s=0.001, min_repeats=3, max_repeats=5)
+    assert seconds >= 0
+    assert 1 + 3 <= len(calls) <= 10 + 5  # warm-up (1 to 10 calls), then 3 to 5 timed ones
+
+
+def test_previewers_for_covers_every_family_of_the_space():
+    found = speed.previewers_for("flux2")
+    assert {p.family for _, p in found} == set(FAMILIES)
+    assert all(p.latent_channels == 32 for _, p in found)
+
+
+def test_macs_are_counted_from_the_convolutions_and_matmuls():
+    x = torch.randn(1, 4, 8, 8)
+    assert speed.count_macs(speed.run_model, build("affine", 4), x) == 4 * 3 * 64  # a 4→3 1x1 conv per pixel
+    # conv: 4→64 3x3, 64→64 3x3, 64→3 1x1 per pixel
+    assert speed.count_macs(speed.run_model, build("conv", 4), x) == (4 * 64 * 9 + 64 * 64 * 9 + 64 * 3) * 64
+
+
+def test_speed_quick_writes_the_table(tmp_path):
+    out = tmp_path / "speed.md"
+    assert speed.main(["--quick", "--device", "cpu", "--spaces", "sd1", "flux2", "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "Machine: CPU" in text and "## sd1" in text and "## flux2" in text and "## Targets" in text
+    for family in FAMILIES:
+        assert f"| {family}" in text or f"| sd1-{family}" in text
+    assert "| SD 1.5 AutoencoderKL decode | 8× | 49.5 M |" in text
+    assert "FLUX.2 AutoencoderKLFlux2 (32 ch) decode" in text
+    if speed.TEACHERS.is_dir():
+        assert "| taesd (teacher) |" in text and "| taef2 (teacher) |" in text
+    else:
+        assert "teacher taesd skipped" in text
+
+
+def test_overhead_quick_writes_the_table(tmp_path):
+    out = tmp_path / "overhead.md"
+    assert overhead.main(["--quick", "--device", "cpu", "--out", str(out)]) == 0
+    text = out.read_text()
+    rows = [line for line in text.splitlines() if line.startswith("| tiny |")]
+    assert [row.split(" | ")[3] for row in rows] == ["callback, no files", "callback, PNG per step"]
+    assert all(row.rstrip(" |").endswith("%") for row in rows)
+
+
+def test_png_run_writes_one_preview_per_step(tmp_path):
+    pipe, kwargs = overhead.build_pipeline("tiny", CPU, torch.float32, side=16)
+    previewer = build("affine", 4)
+    with torch.inference_mode():
+        callback = overhead.make_callback("callback, PNG per step", pipe, previewer, tmp_path)
+        wall, spent = overhead.run_once(pipe, kwargs, 2, callback, CPU)
+    assert len(spent) == pipe.num_timesteps and wall > sum(spent)
+    assert len(list(tmp_path.glob("*.png"))) == pipe.num_timesteps
