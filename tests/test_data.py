@@ -1,0 +1,141 @@
+"""Training data: crop planning, noise trajectories, pairs from images and saved latents, the cache."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import save_file
+
+pytest.importorskip("diffusers")
+
+from training import data as data_module  # noqa: E402
+from training.data import Crops, image_files, make_pairs, plan_crops, render_crops  # noqa: E402
+from training.noise import ddpm_alphas_cumprod, eval_noise, trajectory_noise  # noqa: E402
+from training.teachers import Teacher  # noqa: E402
+
+
+def fake_teacher(calls: list | None = None) -> Teacher:
+    """4-channel latents at 1/8 resolution: pooled RGB plus luma; decodes the RGB part back up."""
+    def encoder(images):
+        pooled = F.avg_pool2d(images, 8)
+        return torch.cat([pooled, pooled.mean(1, keepdim=True)], 1) * 2 - 1
+
+    def decoder(latents):
+        if calls is not None:
+            calls.append(len(latents))
+        return F.interpolate((latents[:, :3] + 1) / 2, scale_factor=8, mode="nearest")
+
+    return Teacher("fake", 4, 8, {}, decoder, encoder, torch.device("cpu"))
+
+
+@pytest.fixture
+def photos(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i, size in enumerate([(300, 200), (160, 240), (1200, 900)]):
+        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(folder / f"p{i}.png")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_crop_plan_is_deterministic_balanced_and_multiscale(photos):
+    sizes = [(300, 200), (160, 240), (1200, 900)]
+    crops = Crops(count=60, size=64, seed=3)
+    plan = plan_crops(sizes, crops)
+    assert plan == plan_crops(sizes, crops) and plan != plan_crops(sizes, Crops(count=60, size=64, seed=4))
+    assert [sum(c.image == i for c in plan) for i in range(3)] == [20, 20, 20]
+    for c in plan:
+        left, top, right, bottom = c.box
+        w, h = sizes[c.image]
+        assert right - left == bottom - top and 0 <= left and right <= w and 0 <= top and bottom <= h
+    big = [c.box[2] - c.box[0] for c in plan if c.image == 2]
+    # the 900-pixel short side is shown whole-ish (side ~ 900) down to 4x detail (side 225)
+    assert min(big) < 300 and max(big) > 600
+    assert any(c.gray for c in plan) and any(c.saturation > 1 for c in plan)
+
+
+def test_rendered_crops_include_grayscale(photos):
+    files = image_files(photos)
+    assert [f.name for f in files] == ["p0.png", "p1.png", "p2.png"]
+    plan = plan_crops([(300, 200), (160, 240), (1200, 900)], Crops(count=30, size=32, gray=0.5))
+    pixels = render_crops(files, plan, 32, progress=False)
+    assert pixels.shape == (30, 3, 32, 32) and pixels.dtype == torch.uint8
+    gray = [p for c, p in zip(plan, pixels) if c.gray]
+    colour = [p for c, p in zip(plan, pixels) if not c.gray]
+    assert gray and all((p[0] == p[1]).all() and (p[1] == p[2]).all() for p in gray)  # R = G = B
+    assert not any((p[0] == p[1]).all() for p in colour)
+
+
+def test_noise_follows_the_schedules():
+    z = torch.ones(512, 1, 1, 1)
+    alphas = ddpm_alphas_cumprod()
+    assert alphas.shape == (1000,) and alphas[0] > 0.999 and alphas[-1] < 0.01  # SD's scaled_linear schedule
+    torch.testing.assert_close(alphas[500], torch.tensor(0.2763), atol=1e-3, rtol=0)
+    g = torch.Generator().manual_seed(0)
+    flow = trajectory_noise(z, "flow", g)
+    # (1 − σ)·1 + σ·ε: mean of (1 − σ) over uniform σ is 0.5
+    assert abs(flow.mean().item() - 0.5) < 0.1
+    ddpm = trajectory_noise(z, "ddpm", g)
+    assert ddpm.shape == z.shape and not torch.equal(ddpm, flow)
+    with pytest.raises(ValueError, match="unknown noise kind"):
+        trajectory_noise(z, "edm", g)
+    torch.testing.assert_close(eval_noise(z, torch.Generator().manual_seed(1)),
+                               0.5 * z + 0.5 * torch.randn(z.shape, generator=torch.Generator().manual_seed(1)))
+
+
+def test_pairs_targets_are_the_teachers_decodes(photos):
+    teacher = fake_teacher()
+    pairs = make_pairs(teacher, "flow", images=photos, crops=Crops(count=20, size=32), noise_mix=0.5, progress=False)
+    assert pairs.latents.shape == (20, 4, 4, 4) and pairs.small.shape == (20, 3, 4, 4) and pairs.full.shape == (20, 3, 32, 32)
+    assert pairs.full.dtype == torch.float16 and 3 <= int(pairs.noised.sum()) <= 17
+    torch.testing.assert_close(pairs.full.float(), teacher.decoder(pairs.latents), atol=1e-3, rtol=0)
+    torch.testing.assert_close(pairs.small, F.avg_pool2d(teacher.decoder(pairs.latents), 8))
+    clean = pairs.latents[~pairs.noised]
+    torch.testing.assert_close(clean[:, 3], clean[:, :3].mean(1))  # untouched encoder output
+    assert pairs.source["noise_mix"] == 0.5 and pairs.source["crops"]["count"] == 20
+
+
+def test_cache_hit_gives_identical_pairs_without_decoding(photos, tmp_path):
+    calls = []
+    teacher = fake_teacher(calls)
+    options = dict(images=photos, crops=Crops(count=70, size=32, seed=1), cache_dir=tmp_path / "cache", teacher_id="abc",
+                   progress=False)
+    first = make_pairs(teacher, "ddpm", **options)
+    assert sum(calls) == 70 and len(list((tmp_path / "cache").rglob("shard-*.safetensors"))) == 2
+    calls.clear()
+    second = make_pairs(teacher, "ddpm", **options)
+    assert calls == []
+    for name in ("latents", "small", "full", "noised"):
+        assert torch.equal(getattr(first, name), getattr(second, name))
+    # a different teacher fingerprint is a different cache entry
+    make_pairs(teacher, "ddpm", **{**options, "teacher_id": "xyz"})
+    assert sum(calls) == 70
+
+
+def test_pairs_from_saved_latents_need_no_encoder(tmp_path):
+    folder = tmp_path / "latents"
+    folder.mkdir()
+    save_file({"latents": torch.randn(2, 4, 8, 10)}, folder / "a.safetensors")
+    torch.save(torch.randn(4, 6, 6), folder / "b.pt")
+    np.save(folder / "c.npy", np.random.default_rng(0).normal(size=(4, 9, 9)).astype(np.float32))
+    teacher = fake_teacher()
+    teacher.encoder = None
+    pairs = make_pairs(teacher, "ddpm", latents=folder, crops=Crops(size=48), noise_mix=0.0, progress=False)
+    assert pairs.latents.shape == (4, 4, 6, 6) and not pairs.noised.any()
+    with pytest.raises(ValueError, match="has no encoder"):
+        make_pairs(teacher, "ddpm", images=folder, progress=False)
+    torch.save(torch.randn(16, 6, 6), folder / "d.pt")
+    with pytest.raises(ValueError, match="C = 4"):
+        make_pairs(teacher, "ddpm", latents=folder, crops=Crops(size=48), progress=False)
+
+
+def test_bad_folders_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="image folder not found"):
+        image_files(tmp_path / "missing")
+    with pytest.raises(ValueError, match="no images"):
+        image_files(tmp_path)
+    with pytest.raises(ValueError, match="not a multiple"):
+        make_pairs(fake_teacher(), "ddpm", images=tmp_path, crops=Crops(size=30), progress=False)
+    assert data_module.default_cache_dir().name == "pairs"

@@ -1,0 +1,90 @@
+"""Evaluation: targets pooled to each module's resolution, metrics, the markdown report, the sheet, the CLI."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("diffusers")
+
+import previewers  # noqa: E402
+from previewers.cli import main  # noqa: E402
+from previewers.families import affine, upsampler  # noqa: E402
+from test_data import fake_teacher, photos  # noqa: E402,F401  (fixture)
+from test_fit import tiny_vae_folder, write_images  # noqa: E402
+from training.evaluate import evaluate, held_out, markdown  # noqa: E402
+from training.sheet import write_sheet  # noqa: E402
+
+
+def exact_affine():
+    """Reproduces the fake teacher exactly at latent resolution: RGB = (latent[:3] + 1) / 2."""
+    p = affine(4)
+    with torch.no_grad():
+        p.body.weight.zero_()
+        p.body.weight[[0, 1, 2], [0, 1, 2]] = 0.5
+        p.body.bias.fill_(0.5)
+    return p
+
+
+def test_scores_pool_the_teacher_to_each_output_size(photos):  # noqa: F811
+    data = held_out(fake_teacher(), photos, size=64, progress=False)
+    # 300x200 → 4x3 tiles, 160x240 → 2x3, 1200x900 → 18x14
+    assert data.clean.shape == (12 + 6 + 252, 4, 8, 8) and data.clean_rgb.shape == (270, 3, 64, 64)
+    assert 0 <= data.noised_rgb.min() and data.noised_rgb.max() <= 1
+    assert held_out(fake_teacher(), photos, size=64, count=5, progress=False).clean.shape[0] == 5
+
+    grey = affine(4)
+    with torch.no_grad():
+        grey.body.weight.zero_()
+        grey.body.bias.fill_(0.5)
+    up = upsampler(4, width=8, depth=0, stages=(8, 8, 8))
+    rows = evaluate({"exact": exact_affine(), "grey": grey, "up": up}, held_out(fake_teacher(), photos, size=64, count=6,
+                                                                                  progress=False), progress=False)
+    exact, grey_row, up_row = rows
+    # equal up to the float16 precision of the stored decodes
+    assert exact.clean["psnr"] > 70 and exact.clean["ssim"] == pytest.approx(1, abs=1e-5)
+    assert exact.clean["ciede2000"] < 0.05 and exact.noised["psnr"] > 70
+    assert grey_row.clean["psnr"] < 35 and grey_row.params == 15 and grey_row.kind == "affine"
+    assert up_row.scale == 8 and up_row.ms > 0 and math.isfinite(up_row.clean["psnr"])
+
+    table = markdown(rows, title="t", note="n")
+    lines = table.splitlines()
+    assert lines[0] == "## t" and lines[2] == "n" and "PSNR clean" in lines[4]
+    assert lines[6].startswith("| exact |")  # best first
+
+
+def test_sheet_has_a_labelled_column_per_module(photos, tmp_path):  # noqa: F811
+    data = held_out(fake_teacher(), photos, size=64, count=4, progress=False)
+    path = write_sheet(tmp_path / "s.png", {"a": exact_affine(), "b": upsampler(4, width=8, depth=0)}, data, count=2)
+    sheet = Image.open(path)
+    assert sheet.size == (22 + 3 * 64, 22 + 4 * 64)  # teacher | a | b; 2 tiles clean + 2 noised
+    # the exact previewer's tile equals the teacher's (nearest-upscaled latent-resolution preview)
+    teacher_tile = sheet.crop((22, 22, 22 + 64, 22 + 64))
+    exact_tile = sheet.crop((22 + 64, 22, 22 + 128, 22 + 64))
+    difference = np.abs(np.asarray(teacher_tile, dtype=int) - np.asarray(exact_tile, dtype=int))
+    assert difference.max() <= 1  # float16-stored decode vs float32 preview: at most one level apart
+
+
+def test_eval_cli_writes_report_and_sheet(tmp_path, capsys):
+    vae = tiny_vae_folder(tmp_path / "vae")
+    images = write_images(tmp_path / "images", count=2, size=(64, 64))
+    ours = previewers.save(exact_affine(), tmp_path / "ours.safetensors", space="sd1")
+    report, sheet = tmp_path / "r" / "report.md", tmp_path / "sheet.png"
+    code = main(["eval", "--teacher", str(vae), "--space", "sd1", "--images", str(images), "--previewer", str(ours),
+                 "--baselines", "--tile", "32", "--report", str(report), "--sheet", str(sheet), "--sheet-tiles", "2",
+                 "--cache", str(tmp_path / "cache")])
+    assert code == 0
+    text = report.read_text()
+    assert "| ours | affine | 1x |" in text and "| comfyui table | table |" in text and "sdcpp table" in text
+    assert text in capsys.readouterr().out
+    columns = 1 + text.count("\n| ") - 1  # teacher + one per row (the header row is not a module)
+    assert Image.open(sheet).size == (22 + columns * 32, 22 + 4 * 32)
+
+    assert main(["eval", "--teacher", str(vae), "--space", "sd1", "--images", str(images), "--no-cache"]) == 2
+    assert "--previewer" in capsys.readouterr().err
+    flux = previewers.save(affine(16), tmp_path / "flux.safetensors", space="flux1")
+    assert main(["eval", "--teacher", str(vae), "--space", "sd1", "--images", str(images), "--previewer", str(flux),
+                 "--no-cache"]) == 2
+    assert "is for space flux1, not sd1" in capsys.readouterr().err

@@ -1,0 +1,219 @@
+"""Fitting: planted maps recovered exactly, end to end against a tiny diffusers VAE, and a real fit on taesd."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+pytest.importorskip("diffusers")
+
+import previewers  # noqa: E402
+from previewers.cli import main  # noqa: E402
+from training.data import Crops, Pairs, make_pairs  # noqa: E402
+from training.evaluate import evaluate, held_out  # noqa: E402
+from training.export import unit_factors  # noqa: E402
+from training.fit import fit  # noqa: E402
+from training.gradient import Training  # noqa: E402
+from training.teachers import load_teacher  # noqa: E402
+
+
+class PlantedTeacher:
+    """Just what fit() reads from a teacher."""
+
+    name, latent_channels, scale_factor, space_info = "planted", 4, 8, {}
+
+
+def planted_pairs(latents: torch.Tensor, rgb: torch.Tensor) -> Pairs:
+    n = len(latents)
+    return Pairs(latents, rgb, torch.zeros(n, 3, 1, 1), torch.zeros(n, dtype=torch.bool), {"planted": True})
+
+
+def latents(n=24, side=8, seed=0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    # off-centre, unequal channel scales: normalisation must be undone exactly
+    return torch.randn(n, 4, side, side, generator=g) * torch.tensor([0.5, 1.0, 2.0, 0.7]).view(1, 4, 1, 1) + 0.3
+
+
+def test_planted_affine_is_recovered():
+    x = latents()
+    w = torch.tensor([[0.3, -0.2, 0.1, 0.05], [0.1, 0.25, -0.15, 0.0], [-0.2, 0.05, 0.2, 0.1]])
+    b = torch.tensor([0.4, 0.5, 0.6])
+    rgb = torch.einsum("oc,nchw->nohw", w, x) + b.view(1, 3, 1, 1)
+    p = fit(PlantedTeacher(), "affine", planted_pairs(x, rgb), space="sd1", progress=False)
+    weight, bias = unit_factors(p)
+    torch.testing.assert_close(weight.T.float(), w, atol=1e-4, rtol=0)
+    torch.testing.assert_close(bias.float(), b, atol=1e-4, rtol=0)
+    assert p.meta["recipe"]["method"] == "least squares" and p.meta["space"] == "sd1"
+
+
+def test_planted_linear_keeps_the_tools_display_offset():
+    # published no-bias tables show (x·F + 1)/2: our linear is 0.5 + W·x, exportable with bias 0
+    x = latents()
+    w = torch.tensor([[0.3, -0.2, 0.1, 0.05], [0.1, 0.25, -0.15, 0.0], [-0.2, 0.05, 0.2, 0.1]])
+    rgb = 0.5 + torch.einsum("oc,nchw->nohw", w, x)
+    p = fit(PlantedTeacher(), "linear", planted_pairs(x, rgb), space="sd1", progress=False)
+    weight, bias = unit_factors(p)
+    torch.testing.assert_close(weight.T.float(), w, atol=1e-4, rtol=0)
+    torch.testing.assert_close(bias.float(), torch.full((3,), 0.5), atol=1e-4, rtol=0)
+
+
+def test_planted_quadratic_is_recovered():
+    x = latents()
+    g = torch.Generator().manual_seed(1)
+    # small enough that outputs stay (mostly) inside the display range, as a preview's do
+    q = torch.randn(3, 4, 4, generator=g) * 0.01
+    w, b = torch.randn(3, 4, generator=g) * 0.05, torch.tensor([0.5, 0.4, 0.3])
+
+    def planted(z):
+        return (torch.einsum("nihw,oij,njhw->nohw", z, q, z) + torch.einsum("oc,nchw->nohw", w, z)
+                + b.view(1, 3, 1, 1))
+
+    p = fit(PlantedTeacher(), "quadratic", planted_pairs(x, planted(x)), space="sd1", progress=False)
+    fresh = latents(n=4, seed=5)
+    with torch.no_grad():
+        torch.testing.assert_close(p.body(p.normalise(fresh)), planted(fresh), atol=1e-4, rtol=0)
+
+
+def test_planted_linear_conv_is_recovered_with_replicate_borders():
+    x = latents(side=12)
+    kernel, bias = torch.randn(3, 4, 3, 3, generator=torch.Generator().manual_seed(2)) * 0.03, torch.tensor([0.5, 0.5, 0.5])
+    rgb = F.conv2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), kernel, bias)
+    p = fit(PlantedTeacher(), "conv", planted_pairs(x, rgb), space="sd1", args={"channels": [], "kernels": [3]}, progress=False)
+    fresh = latents(n=4, side=12, seed=6)
+    want = F.conv2d(F.pad(fresh, (1, 1, 1, 1), mode="replicate"), kernel, bias)
+    with torch.no_grad():
+        torch.testing.assert_close(p.body(p.normalise(fresh)), want, atol=1e-4, rtol=0)
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models train faster on one thread, and far faster when other work shares the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_gradient_fit_learns_a_planted_nonlinear_map(one_thread):
+    x = latents(n=40)
+    rgb = torch.sigmoid(torch.stack([x[:, 0] * x[:, 1], x[:, 2], -x[:, 3]], 1))
+    pairs = planted_pairs(x, rgb)
+    p = fit(PlantedTeacher(), "mlp", pairs, space="sd1", device="cpu",
+            training=Training(steps=150, eval_every=50, lr=2e-2), progress=False)
+    with torch.no_grad():
+        mse = (p(x) - rgb).square().mean().item()
+    constant = (rgb - rgb.mean((0, 2, 3), keepdim=True)).square().mean().item()
+    assert mse < constant / 10
+    assert p.meta["recipe"]["method"] == "Adam" and p.meta["recipe"]["result"]["best_step"] > 0
+
+
+def tiny_vae_folder(path):
+    """A random 4-channel diffusers AutoencoderKL with scale factor 2, saved as a VAE folder."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(block_out_channels=(8, 16), latent_channels=4, norm_num_groups=4, layers_per_block=1,
+                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2)
+    vae.save_pretrained(path)
+    return path
+
+
+def write_images(folder, count=3, size=(80, 64)):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        # smooth colour gradients plus noise: something with structure at every scale
+        yy, xx = np.mgrid[0:size[1], 0:size[0]] / max(size)
+        image = np.stack([xx, yy, (xx + yy) / 2], -1) * rng.uniform(0.5, 1.0, 3) + rng.normal(0, 0.05, (size[1], size[0], 3))
+        Image.fromarray((np.clip(image, 0, 1) * 255).astype(np.uint8)).save(folder / f"img{i}.png")
+    return folder
+
+
+def test_fit_cli_against_a_tiny_diffusers_vae(tmp_path, capsys, one_thread):
+    vae = tiny_vae_folder(tmp_path / "vae")
+    images = write_images(tmp_path / "images")
+    out = tmp_path / "out"
+    code = main(["fit", "--teacher", str(vae), "--space", "sd1", "--family", "linear,affine,quadratic,mlp,conv,upsampler",
+                 "--args", '{"upsampler": {"width": 8, "depth": 0, "stages": [8]}, "conv": {"channels": [8], "kernels": [3, 1]}}',
+                 "--images", str(images), "--crops", "12", "--crop-size", "32", "--steps", "30", "--batch", "4",
+                 "--device", "cpu", "--cache", str(tmp_path / "cache"), "--out", str(out),
+                 "--eval-images", str(images), "--eval-tile", "32", "--eval-count", "2"])
+    assert code == 0
+    for family in ("linear", "affine", "quadratic", "mlp", "conv", "upsampler"):
+        p = previewers.load(out / f"sd1-{family}.safetensors")
+        recipe = p.meta["recipe"]
+        assert p.meta["space"] == "sd1" and p.meta["teacher"] == "vae"
+        assert recipe["data"]["crops"]["count"] == 12 and recipe["samples"] == 12 and recipe["torch"] == torch.__version__
+        assert recipe["device"].startswith("cpu") and recipe["seconds"] >= 0
+        assert set(p.meta["metrics"]["clean"]) == {"psnr", "ssim", "ciede2000"}
+        with torch.no_grad():
+            assert p(torch.randn(1, 4, 16, 16)).shape == (1, 3, 16 * p.scale, 16 * p.scale)
+    assert previewers.load(out / "sd1-upsampler.safetensors").scale == 2
+    assert "wrote" in capsys.readouterr().out
+
+
+def test_fit_cli_on_saved_latents_only(tmp_path):
+    vae = tiny_vae_folder(tmp_path / "vae")
+    latents_dir = tmp_path / "latents"
+    latents_dir.mkdir()
+    torch.save(torch.randn(3, 4, 20, 20), latents_dir / "run0.pt")  # (B, C, h, w) saved from a pipeline
+    np.save(latents_dir / "run1.npy", np.random.default_rng(0).normal(size=(4, 18, 24)).astype(np.float32))
+    out = tmp_path / "sd1-affine.safetensors"
+    assert main(["fit", "--teacher", str(vae), "--space", "sd1", "--family", "affine", "--latents", str(latents_dir),
+                 "--crop-size", "32", "--no-cache", "--out", str(out)]) == 0
+    recipe = previewers.load(out).meta["recipe"]
+    assert recipe["samples"] == 4 and recipe["data"]["latent_files"] == 2 and recipe["data"]["images"] is None
+
+
+def test_fit_cli_rejects_bad_input(tmp_path, capsys):
+    vae = tiny_vae_folder(tmp_path / "vae")
+    images = write_images(tmp_path / "images", count=1)
+    base = ["fit", "--teacher", str(vae), "--images", str(images), "--crop-size", "32", "--crops", "2", "--no-cache"]
+    assert main([*base, "--space", "sd3", "--family", "affine", "--out", str(tmp_path / "a.safetensors")]) == 2
+    assert "4-channel latents, but space sd3 has 16" in capsys.readouterr().err
+    assert main([*base, "--space", "sd1", "--family", "affine,cubic", "--out", str(tmp_path)]) == 2
+    assert "unknown family cubic" in capsys.readouterr().err
+    assert main([*base, "--space", "sd1", "--family", "affine,linear", "--out", str(tmp_path / "a.safetensors")]) == 2
+    assert "give a folder" in capsys.readouterr().err
+
+
+def test_affine_fitted_on_taesd_beats_a_constant_colour_on_kodak(shared, tmp_path):
+    teachers = shared / "models" / "teachers"
+    teacher = load_teacher(teachers / "taesd_decoder.safetensors")
+    pairs = make_pairs(teacher, "ddpm", images=shared / "data" / "train", crops=Crops(count=12, size=128), progress=False)
+    path = previewers.save(fit(teacher, "affine", pairs, space="sd1", progress=False), tmp_path / "sd1-affine.safetensors")
+    p = previewers.load(path)
+    assert p.family == "affine" and p.meta["teacher"] == "taesd"
+
+    class MeanColour(torch.nn.Module):
+        """Zero-information baseline: the training targets' mean colour everywhere."""
+
+        scale, meta = 1, {}
+
+        def forward(self, x):
+            mean = pairs.small.clamp(0, 1).mean((0, 2, 3)).view(1, 3, 1, 1)
+            return mean.expand(x.shape[0], 3, *x.shape[-2:])
+
+    data = held_out(teacher, shared / "data" / "kodak24", size=128, count=8, progress=False)
+    ours, baseline = evaluate({"ours": p, "mean": MeanColour()}, data, progress=False)
+    assert ours.clean["psnr"] > baseline.clean["psnr"] + 5
+    assert ours.noised["psnr"] > baseline.noised["psnr"] + 3
+    assert ours.clean["ciede2000"] < baseline.clean["ciede2000"]
+
+
+def test_reweighting_ignores_what_the_display_clamp_hides():
+    # targets clipped by the display: plain least squares bends the map toward the clipped values,
+    # the clamp-aware rounds find the planted map again (zero error after the clamp)
+    x = latents(n=32)
+    w = torch.tensor([[0.3, -0.2, 0.1, 0.05], [0.1, 0.25, -0.15, 0.0], [-0.2, 0.05, 0.2, 0.1]])
+    planted = torch.einsum("oc,nchw->nohw", w, x) + 0.5
+    clipped = planted.clamp(0, 1)
+    assert 0.05 < (clipped != planted).float().mean() < 0.3
+    pairs = planted_pairs(x, clipped)
+    errors = []
+    for rounds in (0, 3, 16):
+        with torch.no_grad():
+            errors.append((fit(PlantedTeacher(), "affine", pairs, space="sd1", reweight=rounds, progress=False)(x)
+                           - clipped).abs().max().item())
+    assert errors[0] > 0.1 and errors[0] > errors[1] > errors[2] and errors[2] < 1e-3

@@ -1,0 +1,150 @@
+HELP = "Fit previewer families against a VAE decoder (the teacher) on crops of an image folder and/or saved latents."
+
+ARGS_HELP = (
+    "constructor arguments as JSON, e.g. '{\"channels\": [], \"kernels\": [3]}' for a closed-form linear 3x3 conv; "
+    "with several families, an object keyed by family name"
+)
+
+
+def add_arguments(parser):
+    teacher = parser.add_argument_group("teacher")
+    teacher.add_argument("--teacher", required=True,
+                         help="decoder to imitate: a TAESD-family decoder file (its _encoder sibling is found "
+                              "automatically), a diffusers VAE or pipeline folder, or a single-file VAE checkpoint")
+    teacher.add_argument("--encoder", help="TAESD encoder file, when it is not the decoder's _encoder sibling")
+    teacher.add_argument("--vae-config", help="diffusers VAE config folder, needed to load a single-file checkpoint offline")
+    teacher.add_argument("--space", required=True, choices=("sd1", "sdxl", "sd3", "flux1", "flux2"),
+                         help="latent space: sets the noise trajectory (ddpm for sd1/sdxl, flow otherwise) and the file names")
+    data = parser.add_argument_group("data")
+    data.add_argument("--images", help="folder of training photos (never the benchmark images)")
+    data.add_argument("--latents", help="folder of latents saved from pipeline runs (.safetensors/.pt/.npy, "
+                                        "(C, h, w) or (B, C, h, w) in the denoiser convention); needs no encoder")
+    data.add_argument("--crops", type=int, default=256, help="number of random crops drawn from --images")
+    data.add_argument("--crop-size", type=int, default=256, help="crop side in pixels (a multiple of the VAE's scale factor)")
+    data.add_argument("--noise-mix", type=float, default=0.5,
+                      help="fraction of samples moved along the noising trajectory (the rest stay clean)")
+    data.add_argument("--seed", type=int, default=0, help="seed for crops, noise, data split and initialisation")
+    data.add_argument("--cache", help="folder for cached encoder/decoder pairs (default: $LATENT_PREVIEW_CACHE/pairs, "
+                                      "else ~/.cache/latent-preview/pairs)")
+    data.add_argument("--no-cache", action="store_true", help="recompute pairs and write no cache")
+    model = parser.add_argument_group("fitting")
+    model.add_argument("--family", required=True,
+                       help="comma-separated families: linear, affine, quadratic and a one-layer conv (least squares); "
+                            "mlp, conv nets and upsampler (Adam)")
+    model.add_argument("--args", help=ARGS_HELP)
+    model.add_argument("--variant", help="name suffix for the output file: <space>-<family>-<variant>.safetensors")
+    model.add_argument("--ridge", type=float, default=1e-5, help="least-squares ridge, relative to the mean diagonal of XᵀX")
+    model.add_argument("--reweight", type=int, default=3,
+                       help="least-squares rounds reweighting each crop by 1/its error, toward the best mean PSNR "
+                            "per image (0 = plain least squares)")
+    model.add_argument("--steps", type=int, default=3000, help="Adam step budget (early stopping may end sooner)")
+    model.add_argument("--batch", type=int, default=32, help="samples per Adam step")
+    model.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate (cosine-annealed)")
+    model.add_argument("--patience", type=int, default=10,
+                       help="validation passes (every 100 steps) without improvement before stopping early")
+    model.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
+    out = parser.add_argument_group("output")
+    out.add_argument("--out", required=True,
+                     help="output .safetensors file (one family) or folder (files named <space>-<family>[-<variant>].safetensors)")
+    out.add_argument("--eval-images", help="held-out image folder: score each fit there and store the numbers in its metadata")
+    out.add_argument("--eval-tile", type=int, default=256, help="held-out tile side in pixels (as in `latent-preview eval`)")
+    out.add_argument("--eval-count", type=int, help="use this many held-out tiles (default: all)")
+
+
+def parse_families(text: str) -> list[str]:
+    from previewers.families import FAMILIES
+
+    families = [f.strip() for f in text.split(",") if f.strip()]
+    unknown = [f for f in families if f not in FAMILIES]
+    if not families or unknown:
+        raise ValueError(f"unknown family {', '.join(unknown) or repr(text)}; known: {', '.join(FAMILIES)}")
+    return families
+
+
+def family_args(text: str | None, families: list[str]) -> dict:
+    """{family: constructor kwargs} from the --args JSON."""
+    import json
+
+    if not text:
+        return {f: {} for f in families}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"--args is not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError("--args must be a JSON object")
+    if value and set(value) <= set(families) and all(isinstance(v, dict) for v in value.values()):
+        return {f: value.get(f, {}) for f in families}
+    if len(families) > 1:
+        raise ValueError("with several families, --args must be an object keyed by family name")
+    return {families[0]: value}
+
+
+def open_teacher(args):
+    """(teacher, fingerprint) for --teacher/--encoder/--vae-config, checked against --space."""
+    from previewers.spaces import get_space
+    from training.data import fingerprint
+    from training.gradient import resolve_device
+    from training.teachers import load_teacher
+
+    space = get_space(args.space)
+    device = resolve_device(getattr(args, "device", "auto"))
+    teacher = load_teacher(args.teacher, encoder=args.encoder, vae_config=args.vae_config, device=device)
+    if teacher.latent_channels != space.channels:
+        raise ValueError(f"teacher {args.teacher} has {teacher.latent_channels}-channel latents, "
+                         f"but space {space.name} has {space.channels}")
+    paths = [p for p in (args.teacher, args.encoder, args.vae_config) if p]
+    return teacher, fingerprint(*paths)
+
+
+def output_paths(out: str, space: str, families: list[str], variant: str | None):
+    from pathlib import Path
+
+    out = Path(out)
+    suffix = f"-{variant}" if variant else ""
+    if out.suffix == ".safetensors":
+        if len(families) > 1:
+            raise ValueError(f"--out {out} is one file, but {len(families)} families are fitted; give a folder")
+        return {families[0]: out}
+    return {f: out / f"{space}-{f}{suffix}.safetensors" for f in families}
+
+
+def run(args) -> int:
+    from previewers.spaces import get_space
+    from previewers.weightfile import save
+    from training.data import Crops, default_cache_dir, make_pairs
+    from training.fit import fit
+    from training.gradient import Training
+
+    if not args.images and not args.latents:
+        raise ValueError("give --images and/or --latents")
+    families = parse_families(args.family)
+    arguments = family_args(args.args, families)
+    paths = output_paths(args.out, args.space, families, args.variant)
+    space = get_space(args.space)
+    teacher, teacher_id = open_teacher(args)
+    cache = None if args.no_cache else (args.cache or default_cache_dir())
+    pairs = make_pairs(teacher, space.kind, images=args.images, latents=args.latents,
+                       crops=Crops(count=args.crops, size=args.crop_size, seed=args.seed),
+                       noise_mix=args.noise_mix, cache_dir=cache, teacher_id=teacher_id)
+    held = None
+    if args.eval_images:
+        from training.evaluate import held_out
+
+        held = held_out(teacher, args.eval_images, size=args.eval_tile, count=args.eval_count,
+                        cache_dir=cache, teacher_id=teacher_id)
+    training = Training(steps=args.steps, batch=args.batch, lr=args.lr, patience=args.patience, seed=args.seed)
+    for family in families:
+        previewer = fit(teacher, family, pairs, space=args.space, args=arguments[family], device=args.device,
+                        ridge=args.ridge, reweight=args.reweight, training=training)
+        line = f"{previewer.meta['recipe']['seconds']:.1f} s"
+        if held is not None:
+            from training.evaluate import as_metrics, evaluate
+
+            (row,) = evaluate({family: previewer}, held, progress=False)
+            previewer.meta["metrics"] = as_metrics(row, held)
+            line += (f", held-out PSNR {row.clean['psnr']:.2f} dB clean / {row.noised['psnr']:.2f} dB noised, "
+                     f"{row.ms:.2f} ms per 64² latent")
+        path = save(previewer, paths[family])
+        print(f"wrote {path} ({args.space} {family} {previewer.args}, {line})")
+    return 0

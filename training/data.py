@@ -1,0 +1,333 @@
+"""Training pairs: latents and what the teacher decoder shows for them.
+
+Latents come from random crops of an image folder (encoded by the teacher's encoder) and/or from
+a folder of latents saved from pipeline runs. A `noise_mix` fraction of them is moved along the
+space's noising trajectory (training/noise.py). Targets are the teacher's decodes of exactly the
+latents the previewer sees, unclamped: at full resolution, and area-pooled by the teacher's scale
+factor to latent resolution. Pairs are computed in shards and cached on disk as safetensors, keyed
+by a hash of everything that determines them, so refits and interrupted runs are fast.
+"""
+
+import hashlib
+import json
+import math
+import os
+import random
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, ImageEnhance, ImageOps
+from safetensors.torch import load_file, save_file
+
+from previewers.latents_io import SUFFIXES as LATENT_SUFFIXES
+from previewers.latents_io import read_latents
+
+from .noise import trajectory_noise
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+SHARD = 64  # samples per cache file
+CACHE_VERSION = 1  # bump when the way pairs are computed changes
+
+
+@dataclass(frozen=True)
+class Crops:
+    """How crops are drawn from an image folder.
+
+    Each image is first downscaled so its short side is log-uniform between `size` (the crop shows
+    the whole scene) and 4·`size` (detail), never upscaled beyond its own pixels; then a random
+    `size`² square is cut. Crops are spread evenly over the images.
+    """
+
+    count: int = 256
+    size: int = 256
+    seed: int = 0
+    gray: float = 0.1  # fraction of crops turned to grayscale
+    saturated: float = 0.1  # fraction with colour saturation boosted 1.5–2.5x
+
+
+@dataclass(frozen=True)
+class Crop:
+    image: int  # index into the folder's sorted image list
+    box: tuple[int, int, int, int]  # (left, top, right, bottom) in the image's own pixels
+    gray: bool
+    saturation: float  # 1.0 = unchanged
+
+
+@dataclass
+class Pairs:
+    """Latents and the teacher's decodes of them, sample by sample."""
+
+    latents: torch.Tensor  # (N, C, h, w) float32, the denoiser convention of the space
+    small: torch.Tensor  # (N, 3, h, w) float32, teacher decode area-pooled to latent resolution, unclamped ≈[0, 1]
+    full: torch.Tensor  # (N, 3, h·f, w·f) float16, teacher decode at full resolution, unclamped ≈[0, 1]
+    noised: torch.Tensor  # (N,) bool, whether the latent was noised
+    source: dict  # how the pairs were made (stored in fit recipes)
+
+    def __len__(self) -> int:
+        return self.latents.shape[0]
+
+
+def image_files(folder) -> list[Path]:
+    """The images directly inside `folder`, sorted by name."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
+    return files
+
+
+def latent_files(folder) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"latents folder not found: {folder}")
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in LATENT_SUFFIXES)
+    if not files:
+        raise ValueError(f"{folder}: no latents files ({', '.join(LATENT_SUFFIXES)})")
+    return files
+
+
+def plan_crops(sizes: list[tuple[int, int]], crops: Crops) -> list[Crop]:
+    """Where each crop comes from, given the (width, height) of every image; deterministic in crops.seed."""
+    rng = random.Random(crops.seed)
+    order = list(range(len(sizes)))
+    plan = []
+    for i in range(crops.count):
+        if i % len(sizes) == 0:
+            rng.shuffle(order)  # every image once per round, so each gets the same share
+        image = order[i % len(sizes)]
+        w, h = sizes[image]
+        short = min(w, h)
+        # short side after downscaling, log-uniform in [size, 4·size], at most the original
+        lo, hi = crops.size, max(crops.size, min(short, 4 * crops.size))
+        scaled_short = math.exp(rng.uniform(math.log(lo), math.log(hi)))
+        side = min(short, round(crops.size * short / scaled_short))  # crop side in original pixels
+        left, top = rng.randint(0, w - side), rng.randint(0, h - side)
+        colour = rng.random()
+        gray = colour < crops.gray
+        saturation = rng.uniform(1.5, 2.5) if crops.gray <= colour < crops.gray + crops.saturated else 1.0
+        plan.append(Crop(image, (left, top, left + side, top + side), gray, saturation))
+    return plan
+
+
+def render_crops(files: list[Path], plan: list[Crop], size: int, progress: bool = True) -> torch.Tensor:
+    """(N, 3, size, size) uint8 crops, in plan order; each image is read once."""
+    from tqdm import tqdm
+
+    out = torch.empty(len(plan), 3, size, size, dtype=torch.uint8)
+    by_image: dict[int, list[int]] = {}
+    for n, crop in enumerate(plan):
+        by_image.setdefault(crop.image, []).append(n)
+    for image, indices in tqdm(sorted(by_image.items()), desc="crop images", unit="image", disable=not progress):
+        with Image.open(files[image]) as im:
+            im = ImageOps.exif_transpose(im).convert("RGB")
+            for n in indices:
+                crop = plan[n]
+                piece = im.resize((size, size), Image.Resampling.LANCZOS, box=crop.box, reducing_gap=3.0)
+                if crop.gray:
+                    piece = ImageOps.grayscale(piece).convert("RGB")
+                elif crop.saturation != 1.0:
+                    piece = ImageEnhance.Color(piece).enhance(crop.saturation)
+                out[n] = torch.from_numpy(np.array(piece)).permute(2, 0, 1)
+    return out
+
+
+def image_sizes(files: list[Path]) -> list[tuple[int, int]]:
+    sizes = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                im = ImageOps.exif_transpose(im)  # rotated photos: plan in displayed orientation
+                sizes.append(im.size)
+        except OSError as e:
+            raise ValueError(f"{f}: not a readable image ({e})") from None
+    return sizes
+
+
+def load_latent_crops(files: list[Path], size: int, channels: int, seed: int) -> torch.Tensor:
+    """One random size×size crop of every latent in `files` (each (C, h, w) or (B, C, h, w)) → (M, C, size, size)."""
+    rng = random.Random(seed)
+    out = []
+    for f in files:
+        z = read_latents(f)
+        shape = tuple(z.shape)
+        if z.ndim == 3:
+            z = z[None]
+        if z.ndim != 4 or z.shape[1] != channels:
+            raise ValueError(
+                f"{f}: expected spatial latents (C, h, w) or (B, C, h, w) with C = {channels} (the teacher's "
+                f"latent channels), got shape {shape}; packed FLUX tokens must be unpacked first"
+            )
+        h, w = z.shape[-2:]
+        if h < size or w < size:
+            raise ValueError(f"{f}: latents of {h}x{w} are smaller than the {size}x{size} latent crop; lower --crop-size")
+        for item in z.float():
+            top, left = rng.randint(0, h - size), rng.randint(0, w - size)
+            out.append(item[:, top:top + size, left:left + size])
+    return torch.stack(out)
+
+
+def fingerprint(*paths) -> str:
+    """A hash of files' contents (folders: every file inside, recursively), for cache keys."""
+    digest = hashlib.sha256()
+    for path in paths:
+        path = Path(path)
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            digest.update(f.name.encode())
+            with open(f, "rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def folder_listing(files: list[Path]) -> list:
+    """Names, sizes and modification times: enough to notice a changed folder without reading it."""
+    return [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files]
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("LATENT_PREVIEW_CACHE")
+    if not root:
+        root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "latent-preview"
+    return Path(root) / "pairs"
+
+
+def digest(key: dict) -> str:
+    """A short stable hash of a JSON-serialisable cache key."""
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def make_pairs(
+    teacher,
+    kind: str,
+    images=None,
+    latents=None,
+    crops: Crops = Crops(),
+    noise_mix: float = 0.5,
+    cache_dir=None,
+    teacher_id: str | None = None,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> Pairs:
+    """Training pairs for `teacher` from an image folder and/or a folder of saved latents.
+
+    kind: the space's noise kind, "ddpm" or "flow". noise_mix: fraction of samples noised.
+    With `cache_dir` (and `teacher_id`, a fingerprint of the teacher's files) shards are read
+    from / written to `cache_dir/<key>/`.
+    """
+    if images is None and latents is None:
+        raise ValueError("need an image folder, a latents folder, or both")
+    if not 0 <= noise_mix <= 1:
+        raise ValueError(f"noise_mix must be in [0, 1], got {noise_mix}")
+    if crops.size % teacher.scale_factor:
+        raise ValueError(f"crop size {crops.size} is not a multiple of the teacher's scale factor {teacher.scale_factor}")
+    if images is not None and not teacher.has_encoder:
+        raise ValueError(f"teacher {teacher.name} has no encoder: pass one to fit on images, or fit on --latents only")
+    files = image_files(images) if images is not None else []
+    saved = latent_files(latents) if latents is not None else []
+    latent_size = crops.size // teacher.scale_factor
+    source = {
+        "images": str(images) if images is not None else None,
+        "image_count": len(files),
+        "latents": str(latents) if latents is not None else None,
+        "latent_files": len(saved),
+        "crops": asdict(crops) if files else None,
+        "latent_crop": latent_size,
+        "noise": kind,
+        "noise_mix": noise_mix,
+        "teacher": teacher.name,
+    }
+
+    plan = plan_crops(image_sizes(files), crops) if files else []
+    saved_latents = load_latent_crops(saved, latent_size, teacher.latent_channels, crops.seed) if saved else None
+    total = len(plan) + (0 if saved_latents is None else len(saved_latents))
+    shards = range(math.ceil(total / SHARD))
+
+    folder = None
+    if cache_dir is not None:
+        if teacher_id is None:
+            raise ValueError("caching pairs needs a teacher_id (a fingerprint of the teacher's files)")
+        key = {
+            "version": CACHE_VERSION,
+            "teacher": teacher_id,
+            "images": folder_listing(files),
+            "latents": folder_listing(saved),
+            "crops": asdict(crops),
+            "noise": kind,
+            "noise_mix": noise_mix,
+            "latent_crop": latent_size,
+        }
+        folder = Path(cache_dir) / digest(key)
+        source["cache"] = str(folder)
+
+    cached = {j: _read_shard(folder / f"shard-{j:05d}.safetensors") for j in shards} if folder else {}
+    missing = [j for j in shards if cached.get(j) is None]
+    rendered = None
+    if missing and plan and any(j * SHARD < len(plan) for j in missing):
+        rendered = render_crops(files, plan, crops.size, progress)
+
+    from tqdm import tqdm
+
+    bounds = {j: (j * SHARD, min((j + 1) * SHARD, total)) for j in missing}
+    # one tick per image crop encoded and per latent decoded
+    ticks = sum(hi - lo + max(0, min(hi, len(plan)) - lo) for lo, hi in bounds.values())
+    bar = tqdm(total=ticks, desc=f"encode/decode with {teacher.name}", unit="crop", disable=not progress or not missing)
+    for j, (lo, hi) in bounds.items():
+        cached[j] = _compute_shard(teacher, kind, noise_mix, rendered, saved_latents, len(plan), lo, hi,
+                                   crops.seed * 100_003 + j, batch_size, bar)
+        if folder:
+            folder.mkdir(parents=True, exist_ok=True)
+            _write_shard(cached[j], folder / f"shard-{j:05d}.safetensors")
+    bar.close()
+
+    parts = [cached[j] for j in shards]
+    return Pairs(*(torch.cat([p[k] for p in parts]) for k in ("latents", "small", "full", "noised")), source)
+
+
+@torch.inference_mode()
+def _compute_shard(teacher, kind, noise_mix, rendered, saved_latents, n_images, lo, hi, seed, batch_size, bar) -> dict:
+    """Samples lo..hi-1: image crops first, then saved latents."""
+    z = []
+    for a in range(lo, min(hi, n_images), batch_size):
+        b = min(a + batch_size, hi, n_images)
+        z.append(teacher.encode(rendered[a:b].float() / 255).float().cpu())
+        bar.update(b - a)
+    if hi > n_images:
+        z.append(saved_latents[max(lo, n_images) - n_images:hi - n_images])
+    z = torch.cat(z)
+    generator = torch.Generator().manual_seed(seed)
+    noised = torch.rand(len(z), generator=generator) < noise_mix
+    z = torch.where(noised[:, None, None, None], trajectory_noise(z, kind, generator), z)
+    full = []
+    for a in range(0, len(z), batch_size):
+        # the raw decoder, not teacher.decode: targets stay unclamped, so least squares does not chase
+        # pixels the display clamp flattened
+        full.append(teacher.decoder(z[a:a + batch_size].to(teacher.device)).float().cpu())
+        bar.update(len(full[-1]))
+    full = torch.cat(full)
+    f = teacher.scale_factor
+    return {"latents": z, "small": F.avg_pool2d(full, f), "full": full.half(), "noised": noised}
+
+
+def _read_shard(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        tensors = load_file(path)
+    except Exception:  # a torn or foreign file is recomputed, not trusted
+        return None
+    if set(tensors) != {"latents", "small", "full", "noised"}:
+        return None
+    tensors["noised"] = tensors["noised"].bool()
+    return tensors
+
+
+def _write_shard(tensors: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+    save_file({k: v.contiguous() for k, v in {**tensors, "noised": tensors["noised"].to(torch.uint8)}.items()}, tmp)
+    tmp.replace(path)
