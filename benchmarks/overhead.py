@@ -28,7 +28,7 @@ import torch
 
 from benchmarks.reference import SD15_UNET, SD15_VAE, sd15_scheduler
 from benchmarks.speed import QUICK_TIMING, TIMING, previewers_for
-from benchmarks.timing import machine, median_seconds, resolve_device, synchronize
+from benchmarks.timing import machine, median_seconds, progress, publish, resolve_device, synchronize
 from previewers import FAMILIES, PreviewCallback
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -199,18 +199,12 @@ def main(argv=None) -> int:
     out = args.out or RESULTS / f"overhead-{device.type}{suffix}.md"
     label, previewer = next((label, p) for label, p in previewers_for("sd1") if p.family == args.family)
 
-    def progress(message: str) -> None:
-        print(f"  {message}", file=sys.stderr, flush=True)
-
     with torch.inference_mode():
         results = [benchmark_unet(name, steps, runs, previewer, device, dtype, side, timing, progress)
                    for name, steps, runs in plan]
     command = "python -m benchmarks.overhead " + " ".join(sys.argv[1:] if argv is None else argv)
     text = report(results, label, device, dtype, command.strip(), args.quick)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(text)
-    print(f"written to {out}", file=sys.stderr)
+    publish(text, out)
     return 0
 
 

@@ -10,7 +10,6 @@ Writes the per-space tables and a summary (with issue 4's goals) as markdown.
 """
 
 import argparse
-import platform
 import sys
 from pathlib import Path
 
@@ -92,13 +91,13 @@ def main(argv=None) -> int:
 
     import torch
 
+    from benchmarks.timing import cpu_model
     from training.evaluate import markdown
 
     results = {space: measure(space, args.count) for space in args.spaces.split(",")}
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
     text = "\n\n".join([
         "# Shipped previewers: held-out quality",
-        f"Written by `python -m benchmarks.quality` on {cpu} ({torch.get_num_threads()} threads), torch {torch.__version__}. "
+        f"Written by `python -m benchmarks.quality` on {cpu_model()} ({torch.get_num_threads()} threads), torch {torch.__version__}. "
         "Every number below comes from that one run. Cells: PSNR dB clean / noised (name). Goal: the higher of issue 4's "
         "target and every table or peer + 0.5 dB, for our best latent-resolution previewer.",
         summary(results),

@@ -24,7 +24,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.reference import decoder_parameters, full_vae
-from benchmarks.timing import machine, median_seconds, resolve_device
+from benchmarks.timing import machine, median_seconds, progress, publish, resolve_device
 from previewers import FAMILIES, SPACES, Previewer, available, build, load
 from training.teachers import load_teacher
 
@@ -236,19 +236,13 @@ def main(argv=None) -> int:
     suffix = "" if args.dtype == "float32" else f"-{args.dtype}"
     out = args.out or RESULTS / f"speed-{device.type}{suffix}.md"
 
-    def progress(message: str) -> None:
-        print(f"  {message}", file=sys.stderr, flush=True)
-
     results = {}
     with torch.inference_mode():
         for space in args.spaces:
             results[space] = benchmark_space(space, settings, device, dtype, timing, progress)
     command = "python -m benchmarks.speed " + " ".join(sys.argv[1:] if argv is None else argv)
     text = report(results, settings, device, dtype, command.strip(), args.quick)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text)
-    print(text)
-    print(f"written to {out}", file=sys.stderr)
+    publish(text, out)
     return 0
 
 

@@ -6,6 +6,7 @@ one finished call (what a step callback waits for), not of an enqueued kernel la
 
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -68,3 +69,17 @@ def machine(device: torch.device, dtype: torch.dtype) -> str:
         parts.append(f"GPU {torch.cuda.get_device_name(device)}")
     parts.append(f"device {device.type}, {str(dtype).removeprefix('torch.')}")
     return ", ".join(parts)
+
+
+def progress(message: str) -> None:
+    """A progress line on stderr, so the report on stdout stays clean."""
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+def publish(text: str, out) -> None:
+    """Write the markdown report to `out` and print it."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(text)
+    print(text)
+    print(f"written to {out}", file=sys.stderr)
