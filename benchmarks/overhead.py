@@ -28,7 +28,8 @@ import torch
 
 from benchmarks.reference import SD15_UNET, SD15_VAE, sd15_scheduler
 from benchmarks.speed import QUICK_TIMING, TIMING, previewers_for
-from benchmarks.timing import machine, median_seconds, progress, publish, resolve_device, synchronize
+from benchmarks.timing import machine, median_seconds, progress, publish, synchronize
+from training.gradient import resolve_device
 from previewers import FAMILIES, PreviewCallback
 
 RESULTS = Path(__file__).resolve().parent / "results"

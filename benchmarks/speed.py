@@ -24,7 +24,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.reference import decoder_parameters, full_vae
-from benchmarks.timing import machine, median_seconds, progress, publish, resolve_device
+from benchmarks.timing import machine, median_seconds, progress, publish
+from training.gradient import resolve_device
 from previewers import FAMILIES, SPACES, Previewer, available, build, load
 from training.teachers import load_teacher
 

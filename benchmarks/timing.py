@@ -13,15 +13,6 @@ from pathlib import Path
 import torch
 
 
-def resolve_device(name: str) -> torch.device:
-    """"auto" → cuda when available, else cpu; "cuda" without a GPU is an error."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("latent-preview benchmark: --device cuda, but torch sees no CUDA GPU")
-    return torch.device(name)
-
-
 def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)

@@ -34,10 +34,16 @@ def display_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def resolve_device(device: str) -> torch.device:
-    """"auto" → CUDA when available, else CPU; anything else as given."""
+    """"auto" → CUDA when available, else CPU; anything else as given; CUDA without a GPU is an error."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {device!r} ({e})") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU")
+    return resolved
 
 
 def split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
