@@ -56,8 +56,27 @@ def test_decode_errors_are_one_line(tmp_path, capsys):
     assert main(["decode", str(tmp_path / "wrong.pt"), "--previewer", str(weights), "--out", str(tmp_path / "o.png")]) == 2
     err = capsys.readouterr().err
     assert "have 16 channels" in err and "takes 4" in err and "Traceback" not in err
+    torch.save(torch.randn(1, 12, 16), tmp_path / "tokens.pt")
+    assert main(["decode", str(tmp_path / "tokens.pt"), "--previewer", str(weights), "--out", str(tmp_path / "o.png"),
+                 "--height", "64", "--width", "64"]) == 2
+    assert "12 tokens do not tile a 64x64 image" in capsys.readouterr().err
     assert main(["decode", str(tmp_path / "missing.pt"), "--previewer", str(weights), "--out", str(tmp_path / "o.png")]) == 2
     assert "latents file not found" in capsys.readouterr().err
     (tmp_path / "junk.pt").write_bytes(b"junk" * 10)
     assert main(["decode", str(tmp_path / "junk.pt"), "--previewer", str(weights), "--out", str(tmp_path / "o.png")]) == 2
     assert "cannot read latents" in capsys.readouterr().err
+
+
+def test_decode_unpacks_flux_tokens(tmp_path):
+    from previewers.families import affine
+    from previewers.packing import unpack_tokens
+
+    p = affine(4)
+    torch.nn.init.normal_(p.body.weight, std=0.3)
+    weights = save(p, tmp_path / "p.safetensors")
+    tokens = torch.randn(1, 6, 16)  # a 48x32 image at vae scale 8: 6x4 latents, 3x2 tokens of 2x2 patches
+    torch.save(tokens, tmp_path / "tokens.pt")
+    assert main(["decode", str(tmp_path / "tokens.pt"), "--previewer", str(weights), "--out", str(tmp_path / "o.png"),
+                 "--height", "48", "--width", "32"]) == 0
+    expected = (p(unpack_tokens(tokens, 48, 32, 8)) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
+    assert (np.asarray(Image.open(tmp_path / "o.png")) == expected).all()

@@ -2,10 +2,14 @@ HELP = "Preview saved latents (.safetensors/.pt with one tensor, or .npy) as PNG
 
 
 def add_arguments(parser):
-    parser.add_argument("latents", help="latents file: (C, h, w) or (B, C, h, w) in the space's denoiser convention")
+    parser.add_argument("latents", help="latents file: spatial (C, h, w) or (B, C, h, w) in the space's denoiser "
+                                        "convention, or packed FLUX tokens (B, N, 4·C) with --height/--width")
     parser.add_argument("--previewer", required=True, help="registry name (see `latent-preview list`) or .safetensors path")
     parser.add_argument("--out", required=True, help="output PNG path; with several latents in the batch, _0, _1, ... are appended")
     parser.add_argument("--size", type=int, help="upscale so the longer side has this many pixels")
+    parser.add_argument("--height", type=int, help="image height in pixels, to unpack FLUX.1/FLUX.2 tokens")
+    parser.add_argument("--width", type=int, help="image width in pixels, to unpack FLUX.1/FLUX.2 tokens")
+    parser.add_argument("--vae-scale-factor", type=int, default=8, help="pixels per latent pixel, to unpack tokens")
     parser.add_argument("--resample", choices=("nearest", "bilinear"), default="nearest", help="upscaling filter for --size")
 
 
@@ -18,12 +22,18 @@ def run(args) -> int:
 
     from ..images import resize, save_atomic, to_uint8
     from ..latents_io import read_latents
+    from ..packing import unpack_tokens
     from ..registry import load
 
     previewer = load(args.previewer)
     latents = read_latents(args.latents)
     shape = tuple(latents.shape)
-    if latents.ndim == 3:
+    if (args.height is None) != (args.width is None):
+        raise ValueError("give both --height and --width (the image size the tokens come from)")
+    if args.height is not None:
+        latents = unpack_tokens(latents if latents.ndim == 3 else latents[None], args.height, args.width,
+                                args.vae_scale_factor)
+    elif latents.ndim == 3:
         latents = latents[None]
     if latents.ndim != 4:
         raise ValueError(f"{args.latents}: expected spatial latents (C, h, w) or (B, C, h, w), got shape {shape}")
@@ -31,7 +41,7 @@ def run(args) -> int:
         raise ValueError(
             f"{args.latents}: latents of shape {shape} have {latents.shape[1]} channels, but previewer "
             f"{args.previewer!r} ({previewer.meta.get('space', '?')}) takes {previewer.latent_channels}; "
-            "packed FLUX tokens (B, N, D) must be unpacked to (B, C, h, w) first"
+            "packed FLUX tokens (B, N, 4·C) need --height and --width"
         )
     with torch.no_grad():
         rgb = previewer(latents)
