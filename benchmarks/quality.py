@@ -38,9 +38,8 @@ def shipped(space: str) -> dict:
 def measure(space: str, count: int | None):
     """(rows, note) for one space."""
     from previewers.spaces import get_space
-    from training.commands.eval import baselines
     from training.data import default_cache_dir, fingerprint
-    from training.evaluate import evaluate, held_out
+    from training.evaluate import baselines, evaluate, held_out
     from training.teachers import load_teacher
 
     path = teacher_file(get_space(space).teacher)

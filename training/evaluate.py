@@ -218,3 +218,21 @@ def as_metrics(row: Row, data: HeldOut) -> dict:
     return {"clean": row.clean, "noised": {**row.noised, "s": EVAL_NOISE}, "ms_per_64x64": row.ms,
             "held_out": {k: data.source[k] for k in ("images", "image_count", "tile", "count", "seed")},
             "tiles": len(data.clean)}
+
+
+def baselines(space: str) -> dict:
+    """{name: module} of the published tables and loadable peer models of `space`."""
+    import sys
+
+    from training.peers import PEERS
+    from training.published import TABLES, as_previewer
+
+    modules = {f"{key.split('/')[1]} table": as_previewer(t) for key, t in TABLES.items() if t.space == space}
+    for key, load in PEERS.items():
+        if key.split("/")[0] != space:
+            continue
+        try:
+            modules[f"{key.split('/')[1]} (peer)"] = load()
+        except (ModuleNotFoundError, FileNotFoundError) as e:  # optional runtime (onnxruntime) or ../shared missing
+            print(f"skipping peer {key}: {e}", file=sys.stderr)
+    return modules

@@ -25,31 +25,13 @@ def add_arguments(parser):
                         help="device for the teacher ('auto', 'cpu', 'cuda'); previews are timed on the CPU")
 
 
-def baselines(space: str) -> dict:
-    """{name: module} of the published tables and loadable peer models of `space`."""
-    import sys
-
-    from training.peers import PEERS
-    from training.published import TABLES, as_previewer
-
-    modules = {f"{key.split('/')[1]} table": as_previewer(t) for key, t in TABLES.items() if t.space == space}
-    for key, load in PEERS.items():
-        if key.split("/")[0] != space:
-            continue
-        try:
-            modules[f"{key.split('/')[1]} (peer)"] = load()
-        except (ModuleNotFoundError, FileNotFoundError) as e:  # optional runtime (onnxruntime) or ../shared missing
-            print(f"latent-preview eval: skipping peer {key}: {e}", file=sys.stderr)
-    return modules
-
-
 def run(args) -> int:
     from pathlib import Path
 
     from previewers.registry import load
     from training.commands.fit import open_teacher
     from training.data import default_cache_dir
-    from training.evaluate import evaluate, held_out, markdown
+    from training.evaluate import baselines, evaluate, held_out, markdown
     from training.sheet import write_sheet
 
     names = [n.strip() for n in (args.previewer or "").split(",") if n.strip()]
