@@ -18,6 +18,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .gradient import hidden_by_clamp
+
 PER_PIXEL = ("linear", "affine", "quadratic")
 MIN_MSE = 1e-5  # weights stop growing past 50 dB, so near-perfect samples cannot take over
 
@@ -129,8 +131,7 @@ def surrogate(output: torch.Tensor, target: torch.Tensor, pixels: int) -> tuple[
     (S·pixels, 3) and the weights (S·pixels,), one per sample repeated over its rows.
     """
     t = target.clamp(0, 1)
-    hidden = ((t >= 1) & (output > 1)) | ((t <= 0) & (output < 0))
-    t = torch.where(hidden, output, t)
+    t = torch.where(hidden_by_clamp(output, t), output, t)
     # the weight is 1 / the surrogate's own error at the previous output (the tangent point of log):
     # weighting by the display error instead would favour samples whose large errors the clamp
     # happens to hide, and the fit gets worse round after round

@@ -26,11 +26,16 @@ class Training:
     seed: int = 0
 
 
+def hidden_by_clamp(out: torch.Tensor, clamped_target: torch.Tensor) -> torch.Tensor:
+    """Where the display clamp hides the error: the target sits on a bound of [0, 1] and the unclamped
+    output is already beyond it (bool, same shape)."""
+    return ((out > 1) & (clamped_target >= 1)) | ((out < 0) & (clamped_target <= 0))
+
+
 def display_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error of unclamped `out` against the clamped target, ignoring errors the clamp hides."""
     t = target.clamp(0, 1)
-    hidden = ((out > 1) & (t >= 1)) | ((out < 0) & (t <= 0))
-    return (out - t).masked_fill(hidden, 0).square().mean()
+    return (out - t).masked_fill(hidden_by_clamp(out, t), 0).square().mean()
 
 
 def resolve_device(device: str) -> torch.device:
