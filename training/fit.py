@@ -5,24 +5,10 @@ import time
 
 import torch
 
+from previewers.closed_form import fit_closed_form, is_closed_form, set_normalisation
 from previewers.families import build
 
-from .closed_form import fit_closed_form, is_closed_form
 from .gradient import Training, resolve_device, train
-
-
-def set_normalisation(previewer, latents: torch.Tensor) -> None:
-    """in_scale/in_shift from per-channel latent statistics, so the body sees ≈ zero-mean unit-variance
-    inputs. `linear` has no bias to absorb a shift, so it only gets a scale (1 / RMS); its shift is
-    left to the closed-form fit (the display offset, see training/closed_form.py)."""
-    x = latents.transpose(0, 1).reshape(latents.shape[1], -1).double()  # (C, N·h·w)
-    if previewer.family == "linear":
-        scale, shift = 1 / x.square().mean(1).sqrt(), torch.zeros(x.shape[0], dtype=x.dtype)
-    else:
-        mean, std = x.mean(1), x.std(1)
-        scale, shift = 1 / std, -mean / std
-    previewer.in_scale.copy_(scale.clamp(max=1e6))
-    previewer.in_shift.copy_(shift)
 
 
 def start_from_closed_form(previewer, pairs, ridge: float, reweight: int, progress: bool) -> None:
@@ -48,7 +34,7 @@ def fit(teacher, family: str, pairs, space: str, args: dict | None = None, devic
 
     Closed-form families (linear, affine, quadratic, one-layer conv) are solved by ridge least
     squares on the CPU, reweighted `reweight` times toward the best mean PSNR after the display
-    clamp (training/closed_form.py). Other families are trained with `training` on `device`, residual
+    clamp (previewers/closed_form.py). Other families are trained with `training` on `device`, residual
     ones (`base` in args) from their closed-form base; `checkpoint`/`resume` as in training.gradient.train.
     The result carries meta: space, teacher and the full recipe (options, data, seed, device, seconds,
     versions), ready for previewers.save.

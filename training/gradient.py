@@ -14,6 +14,8 @@ from pathlib import Path
 
 import torch
 
+from previewers.closed_form import hidden_by_clamp
+
 
 @dataclass(frozen=True)
 class Training:
@@ -25,12 +27,6 @@ class Training:
     patience: int = 10  # validation passes without improvement before stopping
     crop: int = 16  # upsampler latent crop side (targets are crop·scale pixels)
     seed: int = 0
-
-
-def hidden_by_clamp(out: torch.Tensor, clamped_target: torch.Tensor) -> torch.Tensor:
-    """Where the display clamp hides the error: the target sits on a bound of [0, 1] and the unclamped
-    output is already beyond it (bool, same shape)."""
-    return ((out > 1) & (clamped_target >= 1)) | ((out < 0) & (clamped_target <= 0))
 
 
 def display_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
