@@ -16,8 +16,6 @@ fitted to target − 0.5, and the constant 0.5 is carried by the input shift: in
 the minimum-norm s with W·s = 0.5 (W is 3×C with C ≥ 3, so one exists).
 """
 
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -31,15 +29,40 @@ def hidden_by_clamp(out: torch.Tensor, clamped_target: torch.Tensor) -> torch.Te
     return ((out > 1) & (clamped_target >= 1)) | ((out < 0) & (clamped_target <= 0))
 
 
-def set_normalisation(previewer, latents: torch.Tensor) -> None:
+class OneProcess:
+    """The default `world` of the fits below: all chunks here, sums as they are. A data-parallel fit
+    passes its own (training/distributed.World: rank, size, sum over processes)."""
+
+    rank, size = 0, 1
+
+    @staticmethod
+    def sum(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor
+
+
+def chunk_starts(n: int, per_chunk: int, world) -> range:
+    """First sample of each chunk this process handles: chunk i goes to rank i mod world.size."""
+    return range(world.rank * per_chunk, n, world.size * per_chunk)
+
+
+def set_normalisation(previewer, latents, world=OneProcess, chunk: int = 256) -> None:
     """in_scale/in_shift from per-channel latent statistics, so the body sees ≈ zero-mean unit-variance
     inputs. `linear` has no bias to absorb a shift, so it only gets a scale (1 / RMS); its shift is
-    left to the closed-form fit (the display offset, see fit_closed_form)."""
-    x = latents.transpose(0, 1).reshape(latents.shape[1], -1).double()  # (C, N·h·w)
+    left to the closed-form fit (the display offset, see fit_closed_form).
+
+    latents: (N, C, h, w), a tensor or anything sliced like one (streamed pairs); the moments are
+    float64 sums over chunks of `chunk` samples, added over `world`'s processes."""
+    n, c = latents.shape[:2]
+    moments = torch.zeros(3, c, dtype=torch.float64)  # count, Σx, Σx² per channel
+    for a in chunk_starts(n, chunk, world):
+        x = latents[a:a + chunk].transpose(0, 1).reshape(c, -1).double()  # (C, chunk·h·w)
+        moments += torch.stack([torch.full((c,), float(x.shape[1]), dtype=x.dtype), x.sum(1), x.square().sum(1)])
+    count, total, squares = world.sum(moments)
     if previewer.family == "linear":
-        scale, shift = 1 / x.square().mean(1).sqrt(), torch.zeros(x.shape[0], dtype=x.dtype)
+        scale, shift = 1 / (squares / count).sqrt(), torch.zeros(c, dtype=torch.float64)
     else:
-        mean, std = x.mean(1), x.std(1)
+        mean = total / count
+        std = ((squares - count * mean.square()).clamp(min=0) / (count - 1)).sqrt()
         scale, shift = 1 / std, -mean / std
     previewer.in_scale.copy_(scale.clamp(max=1e6))
     previewer.in_shift.copy_(shift)
@@ -89,9 +112,12 @@ def set_solution(previewer, solution: torch.Tensor) -> None:
 
 
 def fit_closed_form(previewer, latents: torch.Tensor, targets: torch.Tensor, ridge: float = 1e-5, reweight: int = 3,
-                    chunk_rows: int = 1 << 16, progress: bool = True):
+                    chunk_rows: int = 1 << 16, progress: bool = True, world=OneProcess):
     """Fit `previewer` (normalisation already set) mapping latents (N, C, h, w) to targets
     (N, 3, h, w, unclamped), in place; ridge λ = ridge · mean diagonal of XᵀX. Returns the previewer.
+    latents and targets may be anything sliced like tensors (streamed pairs). With a data-parallel
+    `world` each process accumulates XᵀX and Xᵀy over its own chunks and one all-reduce per round
+    sums them, so every process solves the same system a single process would, up to float64 rounding.
 
     Round 0 is plain least squares on the unclamped targets. It minimises the total squared error
     of the unclamped output, while what is judged is the mean PSNR per image of the clamped output,
@@ -116,13 +142,15 @@ def fit_closed_form(previewer, latents: torch.Tensor, targets: torch.Tensor, rid
     offset = 0.5 if previewer.family == "linear" else 0.0
     n, _, h, w = latents.shape
     per_chunk = max(1, chunk_rows // (h * w))
+    starts = chunk_starts(n, per_chunk, world)
+    n_features = features(previewer, previewer.normalise(latents[0:1].float())).shape[1]
     solution = None  # (F, 3) float64: display = features · solution + offset
-    bar = tqdm(total=(1 + reweight) * math.ceil(n / per_chunk), desc=f"least squares {previewer.family}", unit="chunk",
+    bar = tqdm(total=(1 + reweight) * len(starts), desc=f"least squares {previewer.family}", unit="chunk",
                disable=not progress)
     with torch.no_grad():
         for _ in range(1 + reweight):
-            gram = rhs = 0
-            for a in range(0, n, per_chunk):
+            system = torch.zeros(n_features, n_features + 3, dtype=torch.float64)  # [XᵀX | Xᵀy]
+            for a in starts:
                 x = features(previewer, previewer.normalise(latents[a:a + per_chunk].float()))
                 y = targets[a:a + per_chunk].double().permute(0, 2, 3, 1).reshape(-1, 3)
                 if solution is not None:
@@ -130,9 +158,10 @@ def fit_closed_form(previewer, latents: torch.Tensor, targets: torch.Tensor, rid
                     x_weighted = x * weight[:, None]
                 else:
                     x_weighted = x
-                gram = gram + x_weighted.T @ x
-                rhs = rhs + x_weighted.T @ (y - offset)
+                system += x_weighted.T @ torch.cat([x, y - offset], 1)
                 bar.update()
+            system = world.sum(system)
+            gram, rhs = system[:, :n_features], system[:, n_features:]
             penalty = torch.full((gram.shape[0],), ridge * gram.diagonal().mean().item(), dtype=gram.dtype)
             if previewer.family != "linear":
                 penalty[-1] = 0  # the bias is never shrunk

@@ -20,11 +20,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageEnhance, ImageOps
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from previewers.latents_io import SUFFIXES as LATENT_SUFFIXES
 from previewers.latents_io import read_latents
 
+from . import distributed
 from .noise import trajectory_noise
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
@@ -243,15 +245,25 @@ def make_pairs(
     teacher_id: str | None = None,
     batch_size: int = 8,
     progress: bool = True,
+    stream: bool = False,
 ) -> Pairs:
     """Training pairs for `teacher` from an image folder and/or a folder of saved latents.
 
     kind: the space's noise kind, "ddpm" or "flow". noise_mix: fraction of samples noised.
     With `cache_dir` (and `teacher_id`, a fingerprint of the teacher's files) shards are read
-    from / written to `cache_dir/<key>/`.
+    from / written to `cache_dir/<key>/`, and once all are there an `index.json` marks the folder complete.
+    With `stream` (needs the cache) latents and targets are read from the shard files as they are
+    needed (training/streamed.py) instead of being held in memory.
+
+    Under torchrun (training/distributed.py) each process encodes and decodes its own share of the
+    missing shards; rank 0 alone writes the index. With a cache every process then reads the others'
+    shards from it (multi-node runs need the cache on a shared file system); without one they
+    exchange them through the process group.
     """
     if images is None and latents is None:
         raise ValueError("need an image folder, a latents folder, or both")
+    if stream and cache_dir is None:
+        raise ValueError("streamed pairs are read from the on-disk cache: streaming needs a cache folder")
     if not 0 <= noise_mix <= 1:
         raise ValueError(f"noise_mix must be in [0, 1], got {noise_mix}")
     if crops.size % teacher.scale_factor:
@@ -295,41 +307,98 @@ def make_pairs(
         folder = Path(cache_dir) / digest(key)
         source["cache"] = str(folder)
 
-    cached = {j: _read_shard(folder / f"shard-{j:05d}.safetensors") for j in shards} if folder else {}
-    missing = [j for j in shards if cached.get(j) is None]
-    rendered = None
-    if missing and plan and any(j * SHARD < len(plan) for j in missing):
-        rendered = render_crops(files, plan, crops.size, progress)
+    paths = {j: Path(folder or ".") / f"shard-{j:05d}.safetensors" for j in shards}
+    world = distributed.current()
+    # rank 0 decides what is missing, so every process splits the same list the same way
+    missing = world.from_main(lambda: _missing(folder, paths, total))
+    mine = missing[world.rank::world.size]  # each process encodes and decodes its own share
+    bounds = {j: (j * SHARD, min((j + 1) * SHARD, total)) for j in mine}
+    image_rows = [n for lo, hi in bounds.values() for n in range(lo, min(hi, len(plan)))]
+    rendered = render_crops(files, [plan[n] for n in image_rows], crops.size, progress) if image_rows else None
 
     from tqdm import tqdm
 
-    bounds = {j: (j * SHARD, min((j + 1) * SHARD, total)) for j in missing}
     # one tick per image crop encoded and per latent decoded
     ticks = sum(hi - lo + max(0, min(hi, len(plan)) - lo) for lo, hi in bounds.values())
-    bar = tqdm(total=ticks, desc=f"encode/decode with {teacher.name}", unit="crop", disable=not progress or not missing)
+    bar = tqdm(total=ticks, desc=f"encode/decode with {teacher.name}", unit="crop", disable=not progress or not mine)
+    computed, done = {}, 0
     for j, (lo, hi) in bounds.items():
-        cached[j] = _compute_shard(teacher, kind, noise_mix, rendered, saved_latents, len(plan), lo, hi,
-                                   crops.seed * 100_003 + j, batch_size, bar)
-        cached[j]["image"] = torch.tensor([plan[n].image if n < len(plan) else -1 for n in range(lo, hi)])
+        n_crops = max(0, min(hi, len(plan)) - lo)
+        saved_part = saved_latents[max(lo, len(plan)) - len(plan):hi - len(plan)] if hi > len(plan) else None
+        computed[j] = _compute_shard(teacher, kind, noise_mix, rendered[done:done + n_crops] if n_crops else None,
+                                     saved_part, crops.seed * 100_003 + j, batch_size, bar)
+        done += n_crops
+        computed[j]["image"] = torch.tensor([plan[n].image if n < len(plan) else -1 for n in range(lo, hi)])
         if folder:
             folder.mkdir(parents=True, exist_ok=True)
-            _write_shard(cached[j], folder / f"shard-{j:05d}.safetensors")
+            _write_shard(computed[j], paths[j])
     bar.close()
 
-    parts = [cached[j] for j in shards]
+    if folder is None:  # no cache to meet in: the processes hand each other their shards
+        parts = {j: t for share in world.gather(computed) for j, t in share.items()}
+        return Pairs(*(torch.cat([parts[j][k] for j in shards]) for k in SHARD_KEYS), source)
+    world.barrier()  # every shard is on disk
+    if world.main:
+        _write_index(folder, paths, total)
+    if stream:
+        from .streamed import ShardColumn
+
+        files_in_order = [paths[j] for j in shards]
+        columns = {k: ShardColumn(files_in_order, k) for k in ("latents", "small", "full")}
+        return Pairs(columns["latents"], columns["small"], columns["full"],
+                     ShardColumn(files_in_order, "noised")[:].bool(), ShardColumn(files_in_order, "image")[:], source)
+    parts = [computed.get(j) or _read_shard(paths[j]) for j in shards]
+    if any(part is None for part in parts):
+        raise ValueError(f"{folder}: a shard written by another process cannot be read back; is the cache folder "
+                         "on a file system all processes share?")
     return Pairs(*(torch.cat([p[k] for p in parts]) for k in SHARD_KEYS), source)
 
 
+def _missing(folder: Path | None, paths: dict, total: int) -> list[int]:
+    """Shards not yet on disk and sound, in order. The index of a complete folder vouches for its
+    files; otherwise each shard's header is checked (a torn or foreign file is recomputed, not trusted)."""
+    if folder is None:
+        return sorted(paths)
+    try:
+        complete = json.loads((folder / "index.json").read_text()) == _index(paths, total)
+    except (OSError, ValueError):
+        complete = False
+    return [j for j in sorted(paths) if not (paths[j].is_file() if complete else _sound(paths[j]))]
+
+
+def _sound(path: Path) -> bool:
+    try:
+        with safe_open(str(path), "pt") as f:
+            return set(f.keys()) == set(SHARD_KEYS)
+    except Exception:  # missing, torn or foreign
+        return False
+
+
+def _index(paths: dict, total: int) -> dict:
+    return {"version": CACHE_VERSION, "samples": total, "shard_size": SHARD,
+            "shards": [paths[j].name for j in sorted(paths)]}
+
+
+def _write_index(folder: Path, paths: dict, total: int) -> None:
+    """Written by rank 0 once every shard is on disk: the folder is complete."""
+    tmp = folder / f"index.json.{os.getpid()}.tmp"
+    try:
+        tmp.write_text(json.dumps(_index(paths, total)))
+        tmp.replace(folder / "index.json")
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 @torch.inference_mode()
-def _compute_shard(teacher, kind, noise_mix, rendered, saved_latents, n_images, lo, hi, seed, batch_size, bar) -> dict:
-    """Samples lo..hi-1: image crops first, then saved latents."""
+def _compute_shard(teacher, kind, noise_mix, crops, saved, seed, batch_size, bar) -> dict:
+    """One shard's samples: `crops` (k, 3, S, S) uint8 image crops encoded first, then `saved` latents
+    (m, C, h, w); either may be None."""
     z = []
-    for a in range(lo, min(hi, n_images), batch_size):
-        b = min(a + batch_size, hi, n_images)
-        z.append(teacher.encode(rendered[a:b].float() / 255).float().cpu())
-        bar.update(b - a)
-    if hi > n_images:
-        z.append(saved_latents[max(lo, n_images) - n_images:hi - n_images])
+    for a in range(0, 0 if crops is None else len(crops), batch_size):
+        z.append(teacher.encode(crops[a:a + batch_size].float() / 255).float().cpu())
+        bar.update(len(z[-1]))
+    if saved is not None:
+        z.append(saved)
     z = torch.cat(z)
     generator = torch.Generator().manual_seed(seed)
     noised = torch.rand(len(z), generator=generator) < noise_mix
@@ -360,5 +429,8 @@ def _read_shard(path: Path) -> dict | None:
 
 def _write_shard(tensors: dict, path: Path) -> None:
     tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    save_file({k: v.contiguous() for k, v in {**tensors, "noised": tensors["noised"].to(torch.uint8)}.items()}, tmp)
-    tmp.replace(path)
+    try:
+        save_file({k: v.contiguous() for k, v in {**tensors, "noised": tensors["noised"].to(torch.uint8)}.items()}, tmp)
+        tmp.replace(path)
+    finally:  # a run stopped mid-write leaves no torn file behind
+        tmp.unlink(missing_ok=True)

@@ -8,10 +8,11 @@ import torch
 from previewers.closed_form import fit_closed_form, is_closed_form, set_normalisation
 from previewers.families import build
 
+from . import distributed
 from .gradient import Training, resolve_device, train
 
 
-def start_from_closed_form(previewer, pairs, ridge: float, reweight: int, progress: bool) -> None:
+def start_from_closed_form(previewer, pairs, ridge: float, reweight: int, progress: bool, world) -> None:
     """For a residual body (families' `base` argument): solve its linear base by least squares and zero the
     net's last layer, so the net starts exactly at the closed-form previewer (training keeps the best
     validation state, so it can only end at or above it)."""
@@ -20,11 +21,16 @@ def start_from_closed_form(previewer, pairs, ridge: float, reweight: int, progre
     solved = build("conv", previewer.latent_channels, channels=(), kernels=(k,))  # the same map as a lone previewer
     solved.in_scale.copy_(previewer.in_scale)
     solved.in_shift.copy_(previewer.in_shift)
-    fit_closed_form(solved, pairs.latents, pairs.small, ridge=ridge, reweight=reweight, progress=progress)
+    fit_closed_form(solved, pairs.latents, pairs.small, ridge=ridge, reweight=reweight, progress=progress, world=world)
     base.load_state_dict(solved.body[0].state_dict())
     last = previewer.body.net[-1]
     torch.nn.init.zeros_(last.weight)
     torch.nn.init.zeros_(last.bias)
+
+
+def device_name(device: torch.device) -> str:
+    return (f"{torch.cuda.get_device_name(device)} ({device})" if device.type == "cuda"
+            else f"cpu ({platform.processor() or platform.machine()})")
 
 
 def fit(teacher, family: str, pairs, space: str, args: dict | None = None, device: str = "auto",
@@ -37,8 +43,13 @@ def fit(teacher, family: str, pairs, space: str, args: dict | None = None, devic
     clamp (previewers/closed_form.py). Other families are trained with `training` on `device`, residual
     ones (`base` in args) from their closed-form base; `checkpoint`/`resume` as in training.gradient.train.
     The result carries meta: space, teacher and the full recipe (options, data, seed, device, seconds,
-    versions), ready for previewers.save.
+    versions; under torchrun also world_size and every process's device), ready for previewers.save.
+    Under torchrun every process runs fit() on the same pairs: least squares and the normalisation
+    statistics split their chunks over the processes and all-reduce the sums, Adam runs
+    data-parallel (training.gradient.train); progress shows on rank 0 only.
     """
+    world = distributed.current()
+    progress = progress and world.main
     args = dict(args or {})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(training.seed)  # the recipe's seed fixes the initialisation too, so a fit can be repeated
@@ -52,13 +63,14 @@ def fit(teacher, family: str, pairs, space: str, args: dict | None = None, devic
     closed = is_closed_form(family, previewer.args)
     device = torch.device("cpu") if closed else resolve_device(device)
     start = time.perf_counter()
-    set_normalisation(previewer, pairs.latents)
+    set_normalisation(previewer, pairs.latents, world=world)
     summary = None  # what Adam reports; least squares has nothing to add
     if closed:
-        fit_closed_form(previewer, pairs.latents, pairs.small, ridge=ridge, reweight=reweight, progress=progress)
+        fit_closed_form(previewer, pairs.latents, pairs.small, ridge=ridge, reweight=reweight, progress=progress,
+                        world=world)
     else:
         if previewer.args.get("base"):
-            start_from_closed_form(previewer, pairs, ridge, reweight, progress)
+            start_from_closed_form(previewer, pairs, ridge, reweight, progress, world)
         summary = train(previewer, pairs, training, device=device, progress=progress, checkpoint=checkpoint,
                         resume=resume)
     previewer = previewer.cpu().eval().requires_grad_(False)
@@ -73,8 +85,9 @@ def fit(teacher, family: str, pairs, space: str, args: dict | None = None, devic
         "data": pairs.source,
         "samples": len(pairs),
         "seed": training.seed,
-        "device": (torch.cuda.get_device_name(device) if device.type == "cuda"
-                   else f"cpu ({platform.processor() or platform.machine()})"),
+        "device": device_name(device),
+        "world_size": world.size,
+        "devices": world.gather(device_name(device)),  # one per process, in rank order
         "seconds": round(time.perf_counter() - start, 2),
         "torch": torch.__version__,
         "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),

@@ -16,6 +16,8 @@ import torch
 
 from previewers.closed_form import hidden_by_clamp
 
+from . import distributed
+
 
 @dataclass(frozen=True)
 class Training:
@@ -45,6 +47,8 @@ def resolve_device(device: str) -> torch.device:
         raise ValueError(f"unknown device {device!r} ({e})") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} asked for, but torch sees no CUDA GPU")
+    if resolved.type == "cuda" and resolved.index is None:  # under torchrun: this process's own GPU
+        resolved = torch.device("cuda", distributed.current().local_rank)
     return resolved
 
 
@@ -71,8 +75,11 @@ def save_checkpoint(path: Path, state: dict) -> None:
     """Atomic: a run killed while writing leaves the previous checkpoint intact."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    tmp.replace(path)
+    try:
+        torch.save(state, tmp)
+        tmp.replace(path)
+    finally:  # a run stopped mid-write leaves no torn file behind
+        tmp.unlink(missing_ok=True)
 
 
 def load_checkpoint(path: Path, key: dict) -> dict | None:
@@ -85,7 +92,7 @@ def load_checkpoint(path: Path, key: dict) -> dict | None:
     except Exception as e:  # torch raises several types for torn or foreign files
         raise ValueError(f"{path}: unreadable checkpoint ({type(e).__name__}); delete it to start afresh") from None
     if not isinstance(state, dict) or state.get("key") != key:
-        raise ValueError(f"{path}: a checkpoint of a different fit (other family, arguments, data or settings); "
+        raise ValueError(f"{path}: a checkpoint of a different fit (other family, arguments, data, settings or number of processes); "
                          "delete it or choose another output to start afresh")
     return state
 
@@ -99,27 +106,42 @@ def train(previewer, pairs, settings: Training = Training(), device="cpu", progr
     checkpoint: a file written after every validation pass (model, optimiser, RNG, best state); with
     `resume`, a run continues from it where it exists (same fit only), so a killed fit loses at most
     `eval_every` steps. The file is removed when the run ends.
+
+    Under torchrun the body is wrapped in DistributedDataParallel: each process draws its own
+    batches of `settings.batch` samples (its own generator, seeded by seed and rank), gradients are
+    averaged, validation is split over the processes and summed, so all take the same decisions.
+    Rank 0 alone reads and writes the checkpoint, which holds every process's generator state.
     """
     from tqdm import tqdm
 
     device = resolve_device(device) if isinstance(device, str) else device
     upsampler = previewer.scale > 1
     train_idx, val_idx = split(pairs.image, settings.val_fraction, settings.seed)
-    latents = pairs.latents.to(device)
-    targets = (pairs.full if upsampler else pairs.small).to(device)
+    world = distributed.current()
+    # in-memory pairs move to the device once; streamed ones (training/streamed.py) are read batch by batch
+    latents, targets = (t.to(device) if isinstance(t, torch.Tensor) else t
+                        for t in (pairs.latents, pairs.full if upsampler else pairs.small))
     if upsampler and settings.crop > latents.shape[-1]:
         raise ValueError(f"upsampler crop {settings.crop} is larger than the {latents.shape[-1]}² latent samples")
 
     model = previewer.float().to(device).train()
     body = model.body
     params = [p for p in body.parameters() if p.requires_grad]
+    net = body
+    if world.size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(body, device_ids=[device.index] if device.type == "cuda" else None)
     optimiser = torch.optim.Adam(params, lr=settings.lr)
     floor = settings.lr / 20
-    generator = torch.Generator(device="cpu").manual_seed(settings.seed)
+    generator = torch.Generator(device="cpu").manual_seed(settings.seed + 1_000_003 * world.rank)
+
+    def rows(source, pick):
+        return source[pick.to(source.device)].to(device)
 
     def batch():
-        pick = train_idx[torch.randint(len(train_idx), (settings.batch,), generator=generator)].to(device)
-        x, y = latents[pick], targets[pick]
+        pick = train_idx[torch.randint(len(train_idx), (settings.batch,), generator=generator)]
+        x, y = rows(latents, pick), rows(targets, pick)
         if not upsampler:
             return x, y.float()
         c, s = settings.crop, previewer.scale
@@ -131,20 +153,21 @@ def train(previewer, pairs, settings: Training = Training(), device="cpu", progr
     def validate() -> float:
         model.eval()
         total = 0.0
-        for a in range(0, len(val_idx), settings.batch):
-            pick = val_idx[a:a + settings.batch].to(device)
-            total += display_loss(body(model.normalise(latents[pick])), targets[pick].float()).item() * len(pick)
+        mine = val_idx[world.rank::world.size]
+        for a in range(0, len(mine), settings.batch):
+            pick = mine[a:a + settings.batch]
+            total += display_loss(body(model.normalise(rows(latents, pick))), rows(targets, pick).float()).item() * len(pick)
         model.train()
-        return total / max(1, len(val_idx))
+        return world.sum(torch.tensor(total, dtype=torch.float64)).item() / max(1, len(val_idx))
 
     path = Path(checkpoint) if checkpoint is not None else None
     key = {"family": previewer.family, "args": previewer.args, "settings": vars(settings), "data": pairs.source,
-           "samples": len(pairs)}
-    state = load_checkpoint(path, key) if path is not None and resume else None
+           "samples": len(pairs), "world_size": world.size}
+    state = world.from_main(lambda: load_checkpoint(path, key)) if path is not None and resume else None
     if state is not None:
         body.load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
-        generator.set_state(state["generator"])
+        generator.set_state(state["generators"][world.rank])
         best, best_state, best_step, waited, first = state["best"], state["best_state"], state["best_step"], \
             state["waited"], state["step"] + 1
         start_val = state["start_val"]
@@ -162,13 +185,14 @@ def train(previewer, pairs, settings: Training = Training(), device="cpu", progr
         for group in optimiser.param_groups:
             group["lr"] = floor + (settings.lr - floor) * 0.5 * (1 + math.cos(math.pi * (step - 1) / settings.steps))
         x, y = batch()
-        loss = display_loss(body(model.normalise(x)), y)
+        loss = display_loss(net(model.normalise(x)), y)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
         bar.update()
         if step % settings.eval_every == 0 or step == settings.steps:
-            val = validate() if len(val_idx) else loss.item()
+            # without validation samples, the training loss averaged over the processes
+            val = validate() if len(val_idx) else world.sum(loss.detach().double()).item() / world.size
             if val < best:
                 best, best_state, best_step, waited = val, copy.deepcopy(body.state_dict()), step, 0
             else:
@@ -177,13 +201,16 @@ def train(previewer, pairs, settings: Training = Training(), device="cpu", progr
             if waited >= settings.patience:
                 break
             if path is not None:
-                save_checkpoint(path, {"key": key, "model": body.state_dict(), "optimiser": optimiser.state_dict(),
-                                       "generator": generator.get_state(), "best": best, "best_state": best_state,
-                                       "best_step": best_step, "waited": waited, "step": step, "start_val": start_val})
+                generators = world.gather(generator.get_state())
+                if world.main:
+                    save_checkpoint(path, {"key": key, "model": body.state_dict(), "optimiser": optimiser.state_dict(),
+                                           "generators": generators, "best": best, "best_state": best_state,
+                                           "best_step": best_step, "waited": waited, "step": step,
+                                           "start_val": start_val})
     bar.close()
     body.load_state_dict(best_state)
     model.eval().requires_grad_(False)
-    if path is not None:
+    if path is not None and world.main:
         path.unlink(missing_ok=True)
     return {"steps": step, "best_step": best_step, "val_loss": best, "val_psnr": round(psnr_of(best), 3),
             "start_val_psnr": round(psnr_of(start_val), 3), "stopped_early": step < settings.steps,
