@@ -45,7 +45,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, ConnectionError) as e:  # ConnectionError: a data-parallel run lost a process
         print(f"latent-preview {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

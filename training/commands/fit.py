@@ -30,6 +30,9 @@ def add_arguments(parser):
     data.add_argument("--cache", help="folder for cached encoder/decoder pairs (default: $LATENT_PREVIEW_CACHE/pairs, "
                                       "else ~/.cache/latent-preview/pairs)")
     data.add_argument("--no-cache", action="store_true", help="recompute pairs and write no cache")
+    data.add_argument("--stream", action="store_true",
+                      help="read pairs from the on-disk cache as they are needed instead of holding them in memory "
+                           "(pair sets larger than RAM)")
     model = parser.add_argument_group("fitting")
     model.add_argument("--family", required=True,
                        help="comma-separated families: linear, affine, quadratic and a one-layer conv (least squares); "
@@ -116,14 +119,25 @@ def output_paths(out: str, space: str, families: list[str], variant: str | None)
 
 
 def run(args) -> int:
+    """Under torchrun (WORLD_SIZE set) every process runs this; they fit data-parallel and rank 0 writes."""
+    from training.distributed import launched
+    from training.gradient import resolve_device
+
+    if not args.images and not args.latents:
+        raise ValueError("give --images and/or --latents")
+    if args.stream and args.no_cache:
+        raise ValueError("--stream reads pairs from the on-disk cache; it cannot go with --no-cache")
+    with launched(cuda=resolve_device(args.device).type == "cuda") as world:
+        return fit_all(args, world)
+
+
+def fit_all(args, world) -> int:
     from previewers.spaces import get_space
     from previewers.weightfile import save
     from training.data import Crops, default_cache_dir, make_pairs
     from training.fit import fit
     from training.gradient import Training
 
-    if not args.images and not args.latents:
-        raise ValueError("give --images and/or --latents")
     families = parse_families(args.family)
     arguments = family_args(args.args, families)
     paths = output_paths(args.out, args.space, families, args.variant)
@@ -133,9 +147,10 @@ def run(args) -> int:
     pairs = make_pairs(teacher, space.kind, images=args.images, latents=args.latents,
                        crops=Crops(count=args.crops, size=args.crop_size, seed=args.seed, dihedral=args.augment,
                                    hue=args.augment, contrast=args.augment),
-                       noise_mix=args.noise_mix, cache_dir=cache, teacher_id=teacher_id)
+                       noise_mix=args.noise_mix, cache_dir=cache, teacher_id=teacher_id, progress=world.main,
+                       stream=args.stream)
     held = None
-    if args.eval_images:
+    if args.eval_images and world.main:  # only rank 0 scores and writes
         from training.evaluate import held_out
 
         held = held_out(teacher, args.eval_images, size=args.eval_tile, count=args.eval_count,
@@ -145,7 +160,8 @@ def run(args) -> int:
         previewer = fit(teacher, family, pairs, space=args.space, args=arguments[family], device=args.device,
                         ridge=args.ridge, reweight=args.reweight, training=training,
                         checkpoint=paths[family].with_name(paths[family].name + ".ckpt"), resume=args.resume)
-        line = f"{previewer.meta['recipe']['seconds']:.1f} s"
+        recipe = previewer.meta["recipe"]
+        line = f"{recipe['seconds']:.1f} s" + (f" on {recipe['world_size']} processes" if recipe["world_size"] > 1 else "")
         if held is not None:
             from training.evaluate import as_metrics, evaluate
 
@@ -153,6 +169,8 @@ def run(args) -> int:
             previewer.meta["metrics"] = as_metrics(row, held)
             line += (f", held-out PSNR {row.clean['psnr']:.2f} dB clean / {row.noised['psnr']:.2f} dB noised, "
                      f"{row.ms:.2f} ms per 64² latent")
+        if not world.main:
+            continue
         path = save(previewer, paths[family])
         print(f"wrote {path} ({args.space} {family} {previewer.args}, {line})")
     return 0
