@@ -173,3 +173,22 @@ def test_pairs_record_each_samples_source_image(photos):
     pairs = make_pairs(fake_teacher(), "flow", images=photos, crops=Crops(count=9, size=32), progress=False)
     assert pairs.image.tolist() == [c.image for c in plan_crops([(300, 200), (160, 240), (1200, 900)],
                                                                  Crops(count=9, size=32))]
+
+
+def test_streamed_pairs_read_the_same_samples_from_the_shard_cache(photos, tmp_path):
+    from training.streamed import ShardColumn
+
+    options = dict(images=photos, crops=Crops(count=70, size=32, seed=2), cache_dir=tmp_path / "cache",
+                   teacher_id="abc", progress=False)
+    held = make_pairs(fake_teacher(), "ddpm", **options)
+    streamed = make_pairs(fake_teacher(), "ddpm", stream=True, **options)
+    assert isinstance(streamed.latents, ShardColumn) and len(streamed) == 70
+    assert streamed.full.shape == held.full.shape and streamed.full.dtype == torch.float16
+    pick = torch.tensor([69, 3, 64, 63, 3])  # across both shards, unordered, repeated
+    for name in ("latents", "small", "full"):
+        assert torch.equal(getattr(streamed, name)[pick], getattr(held, name)[pick])
+        assert torch.equal(getattr(streamed, name)[60:68], getattr(held, name)[60:68])
+    assert torch.equal(streamed.noised, held.noised) and torch.equal(streamed.image, held.image)
+    assert (next((tmp_path / "cache").iterdir()) / "index.json").is_file()
+    with pytest.raises(ValueError, match="needs a cache folder"):
+        make_pairs(fake_teacher(), "ddpm", images=photos, stream=True, progress=False)

@@ -283,3 +283,22 @@ def test_an_interrupted_fit_resumes_to_the_same_result(one_thread, tmp_path, mon
     gradient.save_checkpoint(checkpoint, {"key": {"family": "conv"}})
     with pytest.raises(ValueError, match="checkpoint of a different fit"):
         fit(PlantedTeacher(), "mlp", pairs, checkpoint=checkpoint, resume=True, **kwargs)
+
+
+def test_fits_on_streamed_pairs_equal_fits_in_memory(one_thread, tmp_path):
+    from safetensors.torch import save_file
+
+    from training.streamed import ShardColumn
+
+    x, rgb, pairs = residual_case()
+    files = []
+    for j, (a, b) in enumerate([(0, 16), (16, 40)]):  # two shards, as the cache writes them
+        files.append(tmp_path / f"shard-{j}.safetensors")
+        save_file({"latents": x[a:b].contiguous(), "small": rgb[a:b].contiguous()}, files[-1])
+    streamed = Pairs(ShardColumn(files, "latents"), ShardColumn(files, "small"), pairs.full, pairs.noised,
+                     pairs.image, pairs.source)
+    for family, settings in (("affine", Training()), ("mlp", Training(steps=60, eval_every=20))):
+        a = fit(PlantedTeacher(), family, pairs, space="sd1", device="cpu", training=settings, progress=False)
+        b = fit(PlantedTeacher(), family, streamed, space="sd1", device="cpu", training=settings, progress=False)
+        for name, value in a.state_dict().items():
+            torch.testing.assert_close(b.state_dict()[name], value, atol=1e-6, rtol=0)
