@@ -1,11 +1,14 @@
 """Reading saved latents: a .safetensors or .pt file holding one tensor, or a .npy array."""
 
+import pickle
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
+
+from .plural import plural
 
 SUFFIXES = (".safetensors", ".pt", ".pth", ".npy")
 
@@ -25,14 +28,17 @@ def read_latents(path) -> torch.Tensor:
             tensors = [torch.from_numpy(np.load(path, allow_pickle=False))]
         else:
             raise ValueError(f"{path}: unsupported latents file type {path.suffix!r} (use {', '.join(SUFFIXES)})")
+    except pickle.UnpicklingError:  # torch's text for this is a page on weights_only; one sentence says it
+        raise ValueError(f"{path}: cannot read latents: the file holds Python objects, not only tensors "
+                         "(save a tensor with torch.save(tensor, path) or safetensors)") from None
     except (SafetensorError, OSError, RuntimeError, EOFError) as e:
-        raise ValueError(f"{path}: cannot read latents ({e})") from None
+        raise ValueError(f"{path}: cannot read latents ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     except Exception as e:  # torch.load's unpickler raises an open set of types for foreign or corrupt files
         if isinstance(e, ValueError):
             raise
         raise ValueError(f"{path}: cannot read latents ({type(e).__name__}: {e})") from None
     if len(tensors) != 1 or not isinstance(tensors[0], torch.Tensor):
-        raise ValueError(f"{path}: expected exactly one tensor, found {len(tensors)} entries")
+        raise ValueError(f"{path}: expected exactly one tensor, found {plural(len(tensors), 'entry', 'entries')}")
     latents = tensors[0]
     if not latents.is_floating_point():
         raise ValueError(f"{path}: latents must be floating point, got {latents.dtype}")

@@ -26,7 +26,7 @@ def unpack_tokens(tokens: torch.Tensor, height: int, width: int, vae_scale_facto
     if n != (h // 2) * (w // 2):
         raise ValueError(
             f"{n} tokens do not tile a {height}x{width} image ({h // 2}x{w // 2} = {(h // 2) * (w // 2)} tokens at "
-            f"vae_scale_factor {vae_scale_factor}); pass the image size the pipeline ran at as height=/width="
+            f"{vae_scale_factor} pixels per latent pixel)"
         )
     x = tokens.reshape(b, h // 2, w // 2, d // 4, 2, 2)  # (B, h/2, w/2, C, dy, dx)
     return x.permute(0, 3, 1, 4, 2, 5).reshape(b, d // 4, h, w)

@@ -73,7 +73,10 @@ class Layout:
     vae_scale_factor: int
 
     def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
-        return unpack_tokens(tokens, self.height, self.width, self.vae_scale_factor)
+        try:
+            return unpack_tokens(tokens, self.height, self.width, self.vae_scale_factor)
+        except ValueError as e:
+            raise ValueError(f"{e}; pass the image size the pipeline ran at as height=/width=") from None
 
 
 def layout_for(pipe, space: str, height: int | None = None, width: int | None = None) -> Layout | None:
