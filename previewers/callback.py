@@ -18,6 +18,7 @@ import torch
 from .denoised import Source, make_source
 from .families import Previewer
 from .images import resize, to_uint8
+from .nonfinite import NonFiniteWatch
 from .pipeline_space import Layout, check_vae_convention, detect_space, latent_channels, layout_for
 from .registry import available, load
 from .sinks import PreviewWriter
@@ -83,6 +84,7 @@ class PreviewCallback:
         self.size = size
         self.resample = resample
         self.writer = PreviewWriter(out_dir, on_preview, keep, animation, sheet)
+        self.nonfinite = NonFiniteWatch()  # warns once per run about NaN/inf latents
         self.count = 0  # invocations in this run
 
     @classmethod
@@ -146,6 +148,8 @@ class PreviewCallback:
             if self.count:
                 self.writer.finish()  # the summary of a previous run that was cut short
                 self.writer.new_run()
+            self.nonfinite.poll()  # after finish(): every count of the previous run has landed
+            self.nonfinite.reset()
             self.count = 0
             if self.source is not None:
                 self.source.reset()
@@ -154,10 +158,12 @@ class PreviewCallback:
         wanted = n % self.every == 0
         x = self.source(latents, timestep, wanted) if self.source is not None else latents if wanted else None
         if x is not None:
+            self.nonfinite(x, n)
             self.writer.put(n, timestep, self.render(x))
         total = getattr(pipe, "num_timesteps", None)
         if isinstance(total, int) and n + 1 >= total:
             self.writer.finish()
+            self.nonfinite.poll()
 
     def render(self, x: torch.Tensor) -> torch.Tensor:
         """Latents in the pipeline's layout → (B, H, W, 3) uint8 frames on the same device."""
@@ -172,6 +178,7 @@ class PreviewCallback:
 
     def close(self) -> None:
         """Write what is pending (and the animation and sheet), stop the writer thread, remove the x0 hook."""
+        self.nonfinite.poll(wait=True)
         self.writer.close()
         if self.source is not None:
             self.source.close()

@@ -2,8 +2,8 @@
 watching previews wants to see, a diverging run. So they are reported, once per run.
 
 On CUDA the count of non-finite values stays on the GPU and is copied back without waiting; it is
-read once the copy has landed (a later step, or the end of the run), so checking costs the
-sampling loop no synchronisation.
+read once the copy has landed (a later step, or the end of the run, when the preview writer has
+waited for the run's frames anyway), so checking costs the sampling loop no synchronisation.
 """
 
 import warnings
@@ -56,9 +56,10 @@ class NonFiniteWatch:
         """Read the counts whose copies have landed (all of them with wait=True), in step order."""
         while self.pending and not self.warned:
             step, host, total, event = self.pending[0]
-            if not wait and not event.query():
-                return
-            event.synchronize()
+            if not event.query():
+                if not wait:
+                    return
+                event.synchronize()
             self.pending.pop(0)
             self._report(step, int(host), total)
         if self.warned:

@@ -15,7 +15,7 @@ from previewers.families import affine, upsampler  # noqa: E402
 from test_data import fake_teacher, photos  # noqa: E402,F401  (fixture)
 from test_fit import tiny_vae_folder, write_images  # noqa: E402
 from training.evaluate import evaluate, held_out, markdown  # noqa: E402
-from training.sheet import write_sheet  # noqa: E402
+from training.sheet import LEFT, LABEL, write_sheet  # noqa: E402
 
 
 def exact_affine():
@@ -59,10 +59,10 @@ def test_sheet_has_a_labelled_column_per_module(photos, tmp_path):  # noqa: F811
     data = held_out(fake_teacher(), photos, size=64, count=4, progress=False)
     path = write_sheet(tmp_path / "s.png", {"a": exact_affine(), "b": upsampler(4, width=8, depth=0)}, data, count=2)
     sheet = Image.open(path)
-    assert sheet.size == (22 + 3 * 64, 22 + 4 * 64)  # teacher | a | b; 2 tiles clean + 2 noised
+    assert sheet.size == (LEFT + 3 * 64, LABEL + 4 * 64)  # teacher | a | b; 2 tiles clean + 2 noised
     # the exact previewer's tile equals the teacher's (nearest-upscaled latent-resolution preview)
-    teacher_tile = sheet.crop((22, 22, 22 + 64, 22 + 64))
-    exact_tile = sheet.crop((22 + 64, 22, 22 + 128, 22 + 64))
+    teacher_tile = sheet.crop((LEFT, LABEL, LEFT + 64, LABEL + 64))
+    exact_tile = sheet.crop((LEFT + 64, LABEL, LEFT + 128, LABEL + 64))
     difference = np.abs(np.asarray(teacher_tile, dtype=int) - np.asarray(exact_tile, dtype=int))
     assert difference.max() <= 1  # float16-stored decode vs float32 preview: at most one level apart
 
@@ -80,7 +80,7 @@ def test_eval_cli_writes_report_and_sheet(tmp_path, capsys):
     assert "| ours | affine | 1x |" in text and "| comfyui table | table |" in text and "sdcpp table" in text
     assert text in capsys.readouterr().out
     columns = 1 + text.count("\n| ") - 1  # teacher + one per row (the header row is not a module)
-    assert Image.open(sheet).size == (22 + columns * 32, 22 + 4 * 32)
+    assert Image.open(sheet).size == (LEFT + columns * 32, LABEL + 4 * 32)
 
     assert main(["eval", "--teacher", str(vae), "--space", "sd1", "--images", str(images), "--no-cache"]) == 2
     assert "--previewer" in capsys.readouterr().err
@@ -88,3 +88,28 @@ def test_eval_cli_writes_report_and_sheet(tmp_path, capsys):
     assert main(["eval", "--teacher", str(vae), "--space", "sd1", "--images", str(images), "--previewer", str(flux),
                  "--no-cache"]) == 2
     assert "is for space flux1, not sd1" in capsys.readouterr().err
+
+
+def test_eval_keeps_a_shipped_previewer_beside_a_file_of_the_same_name(tmp_path, capsys):
+    vae = tiny_vae_folder(tmp_path / "vae")
+    images = write_images(tmp_path / "images", count=1, size=(32, 32))
+    mine = previewers.save(exact_affine(), tmp_path / "my-previewers" / "sd1-affine.safetensors", space="sd1")
+    sheet = tmp_path / "sheet.png"
+    assert main(["eval", "--teacher", str(vae), "--space", "sd1", "--images", str(images), "--tile", "32",
+                 "--previewer", f"{mine},sd1-affine", "--sheet", str(sheet), "--no-cache"]) == 0
+    out = capsys.readouterr().out
+    assert f"| {mine} | affine |" in out and "| sd1-affine | affine |" in out
+    assert main(["eval", "--teacher", str(vae), "--space", "sd1", "--images", str(images), "--tile", "32",
+                 "--previewer", "sd1-affine", "--sheet", str(tmp_path / "one.png"), "--no-cache"]) == 0
+    assert Image.open(sheet).size[0] - Image.open(tmp_path / "one.png").size[0] == 32  # one column more
+
+
+def test_eval_sheet_labels_rows_in_words(photos, tmp_path):  # noqa: F811
+    from PIL import ImageDraw, ImageFont
+
+    data = held_out(fake_teacher(), photos, size=64)
+    sheet = Image.open(write_sheet(tmp_path / "s.png", {"a": exact_affine()}, data, count=1))
+    word = int(ImageDraw.Draw(sheet).textlength("noised", font=ImageFont.load_default(size=14)))
+    band = np.asarray(sheet.convert("L"))[LABEL + 64:, :LEFT]  # the noised row's label band
+    dark = np.nonzero((band < 128).any(0))[0]
+    assert dark.max() - dark.min() >= word - 4  # the whole word is written, not an initial

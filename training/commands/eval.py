@@ -25,6 +25,15 @@ def add_arguments(parser):
                         help="device for the teacher ('auto', 'cpu', 'cuda'); previews are timed on the CPU")
 
 
+def labels(names: list[str]) -> list[str]:
+    """Row labels for --previewer entries: registry names as they are, weight files by their stem, or by the
+    path as given where the stem would be taken twice (my/sd1-conv.safetensors beside the shipped sd1-conv)."""
+    from pathlib import Path
+
+    stems = [Path(n).stem if n.endswith(".safetensors") else n for n in names]
+    return [n if stems.count(stem) > 1 and n != stem else stem for n, stem in zip(names, stems)]
+
+
 def run(args) -> int:
     from pathlib import Path
 
@@ -38,12 +47,12 @@ def run(args) -> int:
     if not names and not args.baselines:
         raise ValueError("give --previewer NAME[,NAME...] and/or --baselines")
     modules = {}
-    for name in names:
+    for name, label in zip(names, labels(names)):
         module = load(name)
         space = module.meta.get("space")
         if space is not None and space != args.space:
             raise ValueError(f"previewer {name} is for space {space}, not {args.space}")
-        modules[Path(name).stem if name.endswith(".safetensors") else name] = module
+        modules[label] = module
     if args.baselines:
         modules.update(baselines(args.space))
     teacher, teacher_id = open_teacher(args)
