@@ -9,6 +9,8 @@ import argparse
 import importlib
 import sys
 
+from .commands import MissingDependency
+
 COMMANDS = {
     "list": "previewers.commands.list",
     "decode": "previewers.commands.decode",
@@ -45,7 +47,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, FileNotFoundError, MissingDependency) as e:
         print(f"latent-preview {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -217,3 +217,52 @@ def test_reweighting_ignores_what_the_display_clamp_hides():
             errors.append((fit(PlantedTeacher(), "affine", pairs, space="sd1", reweight=rounds, progress=False)(x)
                            - clipped).abs().max().item())
     assert errors[0] > 0.1 and errors[0] > errors[1] > errors[2] and errors[2] < 1e-3
+
+
+def no_pairs(*args, **kwargs):
+    raise AssertionError("training pairs were built before the options were checked")
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--crops", "0", "--crops must be at least 1, got 0"),
+    ("--steps", "-1", "--steps must be at least 1, got -1"),
+    ("--batch", "0", "--batch must be at least 1, got 0"),
+    ("--noise-mix", "1.5", "--noise-mix must be between 0 and 1, got 1.5"),
+    ("--args", '{"kernels": [2]}', "odd kernels"),
+    ("--args", '{"width": 8}', "bad arguments for family 'conv'"),
+])
+def test_fit_checks_every_option_before_any_data_work(tmp_path, capsys, monkeypatch, option, value, message):
+    monkeypatch.setattr("training.data.make_pairs", no_pairs)
+    vae = tiny_vae_folder(tmp_path / "vae")
+    images = write_images(tmp_path / "images", count=1)
+    assert main(["fit", "--teacher", str(vae), "--space", "sd1", "--family", "conv", "--images", str(images),
+                 "--crop-size", "32", "--no-cache", "--out", str(tmp_path / "c.safetensors"), option, value]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_fit_refuses_to_overwrite_without_force(tmp_path, capsys):
+    vae = tiny_vae_folder(tmp_path / "vae")
+    images = write_images(tmp_path / "images", count=1)
+    out = previewers.save(previewers.families.affine(4), tmp_path / "sd1-affine.safetensors")
+    before = out.read_bytes()
+    base = ["fit", "--teacher", str(vae), "--space", "sd1", "--family", "affine", "--images", str(images),
+            "--crop-size", "32", "--crops", "2", "--no-cache", "--out", str(out)]
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--force" in err
+    assert out.read_bytes() == before
+    assert main([*base, "--force"]) == 0
+    assert out.read_bytes() != before
+
+
+@pytest.mark.parametrize("command", ["fit", "eval"])
+def test_missing_train_extras_say_what_to_install(tmp_path, capsys, monkeypatch, command):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # as if diffusers were not installed
+    argv = [command, "--teacher", "t", "--space", "sd1", "--images", str(tmp_path)]
+    argv += ["--family", "affine", "--out", str(tmp_path / "o")] if command == "fit" else ["--previewer", "sd1-affine"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "needs diffusers" in err and "pip install 'latent-preview[train]'" in err and "Traceback" not in err

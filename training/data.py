@@ -274,9 +274,9 @@ def make_pairs(
     from tqdm import tqdm
 
     bounds = {j: (j * SHARD, min((j + 1) * SHARD, total)) for j in missing}
-    # one tick per image crop encoded and per latent decoded
-    ticks = sum(hi - lo + max(0, min(hi, len(plan)) - lo) for lo, hi in bounds.values())
-    bar = tqdm(total=ticks, desc=f"encode/decode with {teacher.name}", unit="crop", disable=not progress or not missing)
+    # one tick per sample, when its decode is done
+    bar = tqdm(total=sum(hi - lo for lo, hi in bounds.values()), desc=f"encode/decode with {teacher.name}",
+               unit="crop", disable=not progress or not missing)
     for j, (lo, hi) in bounds.items():
         cached[j] = _compute_shard(teacher, kind, noise_mix, rendered, saved_latents, len(plan), lo, hi,
                                    crops.seed * 100_003 + j, batch_size, bar)
@@ -296,7 +296,6 @@ def _compute_shard(teacher, kind, noise_mix, rendered, saved_latents, n_images, 
     for a in range(lo, min(hi, n_images), batch_size):
         b = min(a + batch_size, hi, n_images)
         z.append(teacher.encode(rendered[a:b].float() / 255).float().cpu())
-        bar.update(b - a)
     if hi > n_images:
         z.append(saved_latents[max(lo, n_images) - n_images:hi - n_images])
     z = torch.cat(z)

@@ -25,6 +25,16 @@ def set_normalisation(previewer, latents: torch.Tensor) -> None:
     previewer.in_shift.copy_(shift)
 
 
+def build_for(teacher, family: str, args: dict | None = None):
+    """A `family` previewer (constructor `args`) for `teacher`'s latents; ValueError for arguments the family
+    does not take and for an output scale the teacher's decodes cannot supply."""
+    previewer = build(family, teacher.latent_channels, **dict(args or {}))
+    if previewer.scale not in (1, teacher.scale_factor):
+        raise ValueError(f"{family} {previewer.args} outputs {previewer.scale}x the latent size but teacher "
+                         f"{teacher.name} decodes to {teacher.scale_factor}x; choose stages to match")
+    return previewer
+
+
 def fit(teacher, family: str, pairs, space: str, args: dict | None = None, device: str = "auto",
         ridge: float = 1e-5, reweight: int = 3, training: Training = Training(), progress: bool = True):
     """A `family` previewer (constructor `args`, defaults when None) fitted to `pairs` of `teacher`.
@@ -35,11 +45,7 @@ def fit(teacher, family: str, pairs, space: str, args: dict | None = None, devic
     result carries meta: space, teacher and the full recipe (options, data, seed, device, seconds,
     versions), ready for previewers.save.
     """
-    args = dict(args or {})
-    previewer = build(family, teacher.latent_channels, **args)
-    if previewer.scale not in (1, teacher.scale_factor):
-        raise ValueError(f"{family} {previewer.args} outputs {previewer.scale}x the latent size but teacher "
-                         f"{teacher.name} decodes to {teacher.scale_factor}x; choose stages to match")
+    previewer = build_for(teacher, family, args)
     if pairs.latents.shape[1] != teacher.latent_channels:
         raise ValueError(f"pairs have {pairs.latents.shape[1]}-channel latents, "
                          f"teacher {teacher.name} takes {teacher.latent_channels}")

@@ -99,7 +99,10 @@ def train(previewer, pairs, settings: Training = Training(), device="cpu", progr
         return total / max(1, len(val_idx))
 
     best, best_state, best_step, waited, step = math.inf, None, 0, 0, 0
-    bar = tqdm(total=settings.steps, desc=f"train {previewer.family}", unit="step", disable=not progress)
+    # validation PSNR: on the held-back pairs, against the teacher's decode clamped to [0, 1] at the previewer's resolution
+    what = f"on {len(val_idx)} held-back pairs" if len(val_idx) else "on the last batch (too few pairs to hold any back)"
+    bar = tqdm(total=settings.steps, desc=f"train {previewer.family} (validation PSNR {what})", unit="step",
+               disable=not progress)
     for step in range(1, settings.steps + 1):
         for group in optimiser.param_groups:
             group["lr"] = floor + (settings.lr - floor) * 0.5 * (1 + math.cos(math.pi * (step - 1) / settings.steps))
@@ -111,7 +114,7 @@ def train(previewer, pairs, settings: Training = Training(), device="cpu", progr
         bar.update()
         if step % settings.eval_every == 0 or step == settings.steps:
             val = validate() if len(val_idx) else loss.item()
-            bar.set_postfix(val_psnr=f"{10 * math.log10(1 / max(val, 1e-12)):.2f}")
+            bar.set_postfix(val_psnr=f"{10 * math.log10(1 / max(val, 1e-12)):.2f} dB")
             if val < best:
                 best, best_state, best_step, waited = val, copy.deepcopy(body.state_dict()), step, 0
             else:

@@ -95,11 +95,9 @@ def side_by_side(runs: dict, steps: list[int]):
 def run(args) -> int:
     from pathlib import Path
 
-    try:
-        import diffusers  # noqa: F401
-    except ModuleNotFoundError:
-        raise SystemExit("latent-preview demo: needs diffusers, whose EulerDiscreteScheduler drives the simulated run "
-                         "(pip install diffusers; the [train] extra includes it)") from None
+    from . import require
+
+    require("diffusers")  # its EulerDiscreteScheduler drives the simulated run
     from ..callback import PreviewCallback
     from ..denoised import make_source
     from ..registry import available, load

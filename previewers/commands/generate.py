@@ -41,11 +41,9 @@ def run(args) -> int:
 
     import torch
 
-    try:
-        import diffusers  # noqa: F401
-    except ModuleNotFoundError:
-        raise SystemExit("latent-preview generate: needs diffusers and transformers "
-                         "(pip install diffusers transformers)") from None
+    from . import require
+
+    require("diffusers", "transformers")
     from ..callback import PreviewCallback
 
     if args.every < 1:

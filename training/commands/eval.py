@@ -1,3 +1,5 @@
+from training.commands.fit import add_device_argument
+
 HELP = "Score previewers (and optionally published tables and peer models) against a VAE decoder on held-out images."
 
 
@@ -21,8 +23,7 @@ def add_arguments(parser):
     parser.add_argument("--cache", help="folder for the cached held-out decodes (default: $LATENT_PREVIEW_CACHE/pairs, "
                                         "else ~/.cache/latent-preview/pairs)")
     parser.add_argument("--no-cache", action="store_true", help="recompute the held-out decodes and write no cache")
-    parser.add_argument("--device", default="cpu",
-                        help="device for the teacher ('auto', 'cpu', 'cuda'); previews are timed on the CPU")
+    add_device_argument(parser, "device for the teacher (previews are timed on the CPU)")
 
 
 def labels(names: list[str]) -> list[str]:
@@ -36,6 +37,10 @@ def labels(names: list[str]) -> list[str]:
 
 def run(args) -> int:
     from pathlib import Path
+
+    from previewers.commands import require
+
+    require("diffusers", "tqdm", "skimage")
 
     from previewers.registry import load
     from training.commands.fit import open_teacher

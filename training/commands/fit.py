@@ -42,13 +42,36 @@ def add_arguments(parser):
     model.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate (cosine-annealed)")
     model.add_argument("--patience", type=int, default=10,
                        help="validation passes (every 100 steps) without improvement before stopping early")
-    model.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
+    add_device_argument(model, "device for the teacher and the Adam fits")
     out = parser.add_argument_group("output")
     out.add_argument("--out", required=True,
                      help="output .safetensors file (one family) or folder (files named <space>-<family>[-<variant>].safetensors)")
     out.add_argument("--eval-images", help="held-out image folder: score each fit there and store the numbers in its metadata")
     out.add_argument("--eval-tile", type=int, default=256, help="held-out tile side in pixels (as in `latent-preview eval`)")
     out.add_argument("--eval-count", type=int, help="use this many held-out tiles (default: all)")
+    out.add_argument("--force", action="store_true", help="overwrite output files that already exist")
+
+
+def add_device_argument(parser, purpose: str) -> None:
+    """--device, the same for fit and eval."""
+    parser.add_argument("--device", default="auto",
+                        help=f"{purpose}: 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
+
+
+def check_counts(args) -> None:
+    """One clear error for a count or fraction out of range, before anything is loaded."""
+    at_least = {"--crops": (args.crops, 1), "--crop-size": (args.crop_size, 1), "--steps": (args.steps, 1),
+                "--batch": (args.batch, 1), "--patience": (args.patience, 1), "--reweight": (args.reweight, 0),
+                "--eval-tile": (args.eval_tile, 1), "--eval-count": (args.eval_count, 1)}
+    for flag, (value, least) in at_least.items():
+        if value is not None and value < least:
+            raise ValueError(f"{flag} must be at least {least}, got {value}")
+    if not 0 <= args.noise_mix <= 1:
+        raise ValueError(f"--noise-mix must be between 0 and 1, got {args.noise_mix}")
+    if args.ridge < 0:
+        raise ValueError(f"--ridge must not be negative, got {args.ridge}")
+    if args.lr <= 0:
+        raise ValueError(f"--lr must be positive, got {args.lr}")
 
 
 def parse_families(text: str) -> list[str]:
@@ -110,19 +133,29 @@ def output_paths(out: str, space: str, families: list[str], variant: str | None)
 
 
 def run(args) -> int:
+    from previewers.commands import require
+
+    require("diffusers", "tqdm", *(["skimage"] if args.eval_images else []))
     from previewers.spaces import get_space
     from previewers.weightfile import save
     from training.data import Crops, default_cache_dir, make_pairs
-    from training.fit import fit
+    from training.fit import build_for, fit
     from training.gradient import Training
 
+    # every option is checked, and every model built, before the minutes of encoding and decoding pairs
     if not args.images and not args.latents:
         raise ValueError("give --images and/or --latents")
+    check_counts(args)
     families = parse_families(args.family)
     arguments = family_args(args.args, families)
     paths = output_paths(args.out, args.space, families, args.variant)
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not args.force:
+        raise ValueError(f"{', '.join(existing)} already exists; pass --force to overwrite")
     space = get_space(args.space)
     teacher, teacher_id = open_teacher(args)
+    for family in families:
+        build_for(teacher, family, arguments[family])
     cache = None if args.no_cache else (args.cache or default_cache_dir())
     pairs = make_pairs(teacher, space.kind, images=args.images, latents=args.latents,
                        crops=Crops(count=args.crops, size=args.crop_size, seed=args.seed),
@@ -143,8 +176,8 @@ def run(args) -> int:
 
             (row,) = evaluate({family: previewer}, held, progress=False)
             previewer.meta["metrics"] = as_metrics(row, held)
-            line += (f", held-out PSNR {row.clean['psnr']:.2f} dB clean / {row.noised['psnr']:.2f} dB noised, "
-                     f"{row.ms:.2f} ms per 64² latent")
+            line += (f", held-out PSNR {row.clean['psnr']:.2f} dB clean / {row.noised['psnr']:.2f} dB noised on "
+                     f"{len(held.clean)} {args.eval_tile}² tiles of {args.eval_images}, {row.ms:.2f} ms per 64² latent")
         path = save(previewer, paths[family])
         print(f"wrote {path} ({args.space} {family} {previewer.args}, {line})")
     return 0
