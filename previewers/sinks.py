@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from .images import save_atomic
 
@@ -43,6 +43,15 @@ def grid(images: list, columns: int, background=(255, 255, 255)) -> Image.Image:
     for i, image in enumerate(images):
         sheet.paste(image, ((i % columns) * (w + GAP), (i // columns) * (h + GAP)))
     return sheet
+
+
+def caption(image: Image.Image, text: str) -> Image.Image:
+    """`image` with `text` in white on a black box in its top-left corner (drawn in place)."""
+    draw = ImageDraw.Draw(image)
+    box = draw.textbbox((3, 2), text)
+    draw.rectangle((0, 0, box[2] + 3, box[3] + 2), fill=(0, 0, 0))
+    draw.text((3, 2), text, fill=(255, 255, 255))
+    return image
 
 
 def to_host(frames: torch.Tensor, timestep):
@@ -77,7 +86,7 @@ class PreviewWriter:
         self.animation = animation if self.out_dir else None
         self.sheet = sheet and self.out_dir is not None
         self.images: dict[int, list] = {}
-        self.frames: list = []  # one image per previewed step (the batch side by side), for animation and sheet
+        self.frames: list = []  # (step, image) per previewed step, the batch side by side: animation and sheet
         self.warned: set[str] = set()
         self.queue: queue.Queue = queue.Queue()
         self.thread: threading.Thread | None = None
@@ -156,18 +165,20 @@ class PreviewWriter:
         if self.keep:
             self.images[step] = images
         if self.animation or self.sheet:
-            self.frames.append(grid(images, columns=len(images)))
+            self.frames.append((step, grid(images, columns=len(images))))
 
     def _write_summary(self) -> None:
-        frames, self.frames = self.frames, []
-        if not frames:
+        steps_frames, self.frames = self.frames, []
+        if not steps_frames:
             return
+        frames = [frame for _, frame in steps_frames]
         try:
             if self.animation:
                 durations = [FRAME_MS] * (len(frames) - 1) + [LAST_FRAME_MS]
                 save_atomic(frames[0], self.out_dir / f"preview.{self.animation}", save_all=True,
                             append_images=frames[1:], duration=durations, loop=0)
             if self.sheet:
-                save_atomic(grid(frames, columns=math.ceil(math.sqrt(len(frames)))), self.out_dir / "sheet.png")
+                tiles = [caption(frame.copy(), f"step {step}") for step, frame in steps_frames]
+                save_atomic(grid(tiles, columns=math.ceil(math.sqrt(len(tiles)))), self.out_dir / "sheet.png")
         except OSError as e:
             self.warn_once("write", f"cannot write previews to {self.out_dir} ({e})")
