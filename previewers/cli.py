@@ -16,9 +16,11 @@ COMMANDS = {
     "decode": "previewers.commands.decode",
     "demo": "previewers.commands.demo",
     "generate": "previewers.commands.generate",
+    "cache": "previewers.commands.cache",
     "fit": "training.commands.fit",
     "eval": "training.commands.eval",
     "export": "training.commands.export",
+    "encode": "training.commands.encode",
 }
 
 
