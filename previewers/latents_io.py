@@ -1,4 +1,4 @@
-"""Reading saved latents: a .safetensors or .pt file holding one tensor, or a .npy array."""
+"""Saved latents: a .safetensors or .pt file holding one tensor, or a .npy array."""
 
 import pickle
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from .plural import plural
 
@@ -43,3 +43,19 @@ def read_latents(path) -> torch.Tensor:
     if not latents.is_floating_point():
         raise ValueError(f"{path}: latents must be floating point, got {latents.dtype}")
     return latents
+
+
+def write_latents(latents: torch.Tensor, path, **metadata: str) -> Path:
+    """Write one tensor as `read_latents` reads it, by suffix; safetensors files keep `metadata`."""
+    path = Path(path)
+    if path.suffix not in SUFFIXES:
+        raise ValueError(f"{path}: unsupported latents file type {path.suffix or '(none)'!r} (use {', '.join(SUFFIXES)})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    latents = latents.detach().cpu().contiguous()
+    if path.suffix == ".safetensors":
+        save_file({"latents": latents}, path, metadata=metadata or None)
+    elif path.suffix == ".npy":
+        np.save(path, latents.numpy())
+    else:
+        torch.save(latents, path)
+    return path
