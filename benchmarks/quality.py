@@ -6,7 +6,7 @@ For each space, in one process: the space's TAESD-family teacher from ../shared 
 of ../shared/data/kodak24 (never used for fitting), and every shipped previewer of that space, every
 published table and every peer model is scored against the teacher's decode — clean latents and
 noised z = 0.5·z + 0.5·ε; latent-resolution outputs against the decode area-pooled to their size.
-Writes the per-space tables and a summary (with issue 4's goals) as markdown.
+Writes the per-space tables and a summary (with the quality target of each space) as markdown.
 """
 
 import argparse
@@ -15,7 +15,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
-# Issue 4's goal for the best latent-resolution previewer per space (dB, clean, pooled).
+# Quality target for the best latent-resolution previewer per space (dB, clean, pooled).
 TARGETS = {"sd1": 30.0, "sdxl": 32.5, "sd3": 33.5, "flux1": 33.0, "flux2": 26.0}
 UPSAMPLER_TARGET = 28.0
 
@@ -56,7 +56,7 @@ def measure(space: str, count: int | None):
 
 def summary(results: dict) -> str:
     lines = [
-        "| space | best published table | best peer | our affine | our best latent-res | goal | our upsampler (8x) |",
+        "| space | best published table | best peer | our affine | our best latent-res | target (clean dB) | our upsampler (8x) |",
         "|---|---|---|---|---|---|---|",
     ]
 
@@ -75,9 +75,9 @@ def summary(results: dict) -> str:
         ours = best([r for r in rows if r.scale == 1], {"linear", "affine", "quadratic", "mlp", "conv"})
         ups = best(rows, {"upsampler"})
         bar = max([TARGETS[space]] + [r.clean["psnr"] + 0.5 for r in (table, peer) if r is not None])
-        met = "met" if ours is not None and ours.clean["psnr"] >= bar else "missed"
+        met = "reached" if ours is not None and ours.clean["psnr"] >= bar else "not reached"
         lines.append(f"| {space} | {cell(table)} | {cell(peer)} | {cell(affine)} | {cell(ours, True)} | "
-                     f"{bar:.1f} ({met}) | {cell(ups, True)} |")
+                     f"{bar:.1f}, {met} | {cell(ups, True)} |")
     return "\n".join(lines)
 
 
