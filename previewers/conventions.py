@@ -129,14 +129,14 @@ class PipelineLatents:
         self.height, self.width = height, width
         config = vae.config
         self.channels = int(getattr(config, "latent_channels", None) or getattr(config, "z_dim"))
-        if convention.layout == "tokens" and (height is None or width is None):
-            raise ValueError(f"{convention.family} latents are packed tokens: the image size is needed to unpack them")
         self.patch = 2 if convention.normalisation == "batchnorm" else 1  # FLUX.2 normalises patchified latents
 
     def frames(self, latents: torch.Tensor) -> torch.Tensor:
         """Callback latents → (B, T, C, h, w) model-space frames (T = 1 for images)."""
         layout = self.convention.layout
         if layout == "tokens":
+            if self.height is None or self.width is None:
+                raise ValueError(f"{self.convention.family} latents are packed tokens: pass height= and width= (pixels)")
             return unpack_tokens(latents, self.height, self.width, self.factor)[:, None]
         if layout == "video":
             if latents.ndim != 5:
