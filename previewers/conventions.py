@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .packing import unpack_tokens
+from .packing import infer_size, latent_size, unpack_tokens
 
 LAYOUTS = ("spatial", "tokens", "video")
 NORMALISATIONS = ("scale", "scale_shift", "mean_std", "scaled_mean_std", "batchnorm")
@@ -122,11 +122,13 @@ def temporal_factor(pipe) -> int:
 class PipelineLatents:
     """A convention bound to a pipeline's VAE (and, for tokens, the image size in pixels)."""
 
-    def __init__(self, convention: Convention, vae, factor: int, height: int | None = None, width: int | None = None):
+    def __init__(self, convention: Convention, vae, factor: int, height: int | None = None, width: int | None = None,
+                 size_given: bool = True):
         self.convention = convention
         self.vae = vae
         self.factor = factor
         self.height, self.width = height, width
+        self.size_given = size_given  # False: the pipeline's default size, replaced when the tokens say otherwise
         config = vae.config
         self.channels = int(getattr(config, "latent_channels", None) or getattr(config, "z_dim"))
         self.patch = 2 if convention.normalisation == "batchnorm" else 1  # FLUX.2 normalises patchified latents
@@ -137,6 +139,8 @@ class PipelineLatents:
         if layout == "tokens":
             if self.height is None or self.width is None:
                 raise ValueError(f"{self.convention.family} latents are packed tokens: pass height= and width= (pixels)")
+            if not self.size_given:
+                self.infer_size(latents.shape[1])
             return unpack_tokens(latents, self.height, self.width, self.factor)[:, None]
         if layout == "video":
             if latents.ndim != 5:
@@ -145,6 +149,19 @@ class PipelineLatents:
         if latents.ndim != 4:
             raise ValueError(f"expected spatial latents (B, C, h, w), got shape {tuple(latents.shape)}")
         return latents[:, None]
+
+    def infer_size(self, tokens: int) -> None:
+        """Replace the default image size when `tokens` do not tile it, by the one size they tile
+        (previewers/packing.py); ValueError saying what to pass when they tile several."""
+        h, w = latent_size(self.height, self.width, self.factor)
+        if tokens == (h // 2) * (w // 2):
+            return
+        size = infer_size(tokens, self.factor)
+        if size is None:
+            raise ValueError(f"{tokens} tokens do not tile the default {self.height}x{self.width} image, and several "
+                             "image sizes give that many; pass the size the pipeline runs at: height=/width= to "
+                             "PreviewCallback.for_pipeline (--height/--width on the command line)")
+        self.height, self.width = size
 
     def affine(self, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel (a, b) with z = x · a + b, shaped (1, C', 1, 1) (C' = C·4 for FLUX.2's patches)."""
@@ -215,9 +232,10 @@ def bind(pipe, convention: Convention, height: int | None = None, width: int | N
     if vae is None:
         raise ValueError(f"{type(pipe).__name__} has no vae")
     factor = spatial_factor(pipe)
-    if convention.layout == "tokens" and (height is None or width is None):
+    given = height is not None and width is not None
+    if convention.layout == "tokens" and not given:
         default = getattr(pipe, "default_sample_size", None)
         if default is None:
             raise ValueError(f"{type(pipe).__name__} has no default image size; pass height= and width= (pixels)")
         height, width = height or default * factor, width or default * factor
-    return PipelineLatents(convention, vae, factor, height, width)
+    return PipelineLatents(convention, vae, factor, height, width, size_given=given)

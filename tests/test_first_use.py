@@ -235,3 +235,46 @@ def test_unknown_pipeline_with_a_stated_convention(tmp_path, monkeypatch):
     assert len(cb.images[0][0]) == 3
     with pytest.raises(ValueError, match="frames must be one of all, first"):
         PreviewCallback.for_pipeline(MyVideoPipeline(), convention="wan", frames="last")
+
+
+def test_fit_command_fills_the_cache_for_a_pipeline_folder(tmp_path, monkeypatch, capsys):
+    from previewers.cli import main
+
+    monkeypatch.setenv("LATENT_PREVIEW_CACHE", str(tmp_path / "cache"))
+    pipe, kwargs, output = build("qwenimage")
+    pipe.save_pretrained(tmp_path / "pipe")
+    assert main(["fit", "--pipeline", str(tmp_path / "pipe"), "--device", "cpu", "--out", str(tmp_path / "q.safetensors")]) == 0
+    assert "cached" in capsys.readouterr().out and (tmp_path / "q.safetensors").is_file()
+
+    import previewers.first_use
+
+    monkeypatch.setattr(previewers.first_use, "fit_for_vae", lambda *a, **k: pytest.fail("not taken from the cache"))
+    cb = PreviewCallback.for_pipeline(pipe, height=SIZE, width=SIZE)
+    assert cb.previewer.meta["space"] == "qwenimage"
+    assert main(["fit", "--pipeline", str(tmp_path)]) == 2
+    assert "no model_index.json" in capsys.readouterr().err
+    assert main(["fit", "--teacher", "x"]) == 2
+    assert "--space, --family, --out required" in capsys.readouterr().err
+
+
+def test_flux_size_is_inferred_from_the_tokens_when_only_one_shape_fits():
+    from test_callback import build as build_flux
+    from test_callback import mid_grey_affine
+
+    from previewers.packing import infer_size
+
+    assert infer_size(64 * 64, 8) == (1024, 1024) and infer_size(48 * 48, 8) is None  # 36x64 fits too
+    assert infer_size(48 * 64, 8) is None  # 768x1024 or 1024x768
+    pipe, kwargs = build_flux("flux1")  # default size 128 · 2 = 256 px; the run is 16x16 or 32x16
+    pipe.set_progress_bar_config(disable=True)
+    for height, width, expected in ((SIZE, SIZE, None), (2 * SIZE, SIZE, "height=/width= to PreviewCallback")):
+        cb = PreviewCallback.for_pipeline(pipe, previewer=mid_grey_affine(16), keep=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pipe(**kwargs, num_inference_steps=2, height=height, width=width, output_type="latent",
+                 callback_on_step_end=cb, callback_on_step_end_tensor_inputs=cb.tensor_inputs)
+        messages = [str(w.message) for w in caught if "latent-preview" in str(w.message)]
+        if expected is None:
+            assert messages == [] and cb.images[1][0].size == (SIZE // 2, SIZE // 2)
+        else:
+            assert len(messages) == 1 and expected in messages[0] and "--height/--width" in messages[0]
