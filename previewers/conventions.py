@@ -179,13 +179,20 @@ class PipelineLatents:
             a, b = torch.full((self.channels * self.patch**2,), 1 / scale), torch.full((self.channels * self.patch**2,), shift)
         return a.to(device, dtype).view(1, -1, 1, 1), b.to(device, dtype).view(1, -1, 1, 1)
 
+    def patchify(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, h, w) → (N, C·p², h/p, w/p), channel index c·p² + dy·p + dx (FLUX.2's 2x2 patches)."""
+        if x.shape[-2] % self.patch or x.shape[-1] % self.patch:
+            raise ValueError(f"{type(self.vae).__name__}: latent height and width must be multiples of the patch size "
+                             f"{self.patch}, got {tuple(x.shape[-2:])}")
+        return F.pixel_unshuffle(x, self.patch)
+
     def to_decoder(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, T, C, h, w) model-space frames → the tensor the pipeline hands `vae.decode`."""
         b, t = frames.shape[:2]
         x = frames.reshape(b * t, *frames.shape[2:]).to(self.vae.dtype)
         a, shift = self.affine(x.device, x.dtype)
         if self.patch > 1:
-            z = F.pixel_shuffle(F.pixel_unshuffle(x, self.patch) * a + shift, self.patch)
+            z = F.pixel_shuffle(self.patchify(x) * a + shift, self.patch)
         else:
             z = x * a + shift
         z = z.view(b, t, *z.shape[1:])
@@ -202,18 +209,22 @@ class PipelineLatents:
         z = z.reshape(b * t, *z.shape[2:])
         a, shift = self.affine(z.device, z.dtype)
         if self.patch > 1:
-            x = F.pixel_shuffle((F.pixel_unshuffle(z, self.patch) - shift) / a, self.patch)
+            x = F.pixel_shuffle((self.patchify(z) - shift) / a, self.patch)
         else:
             x = (z - shift) / a
         return x.view(b, t, *x.shape[1:])
 
     @torch.no_grad()
-    def decode(self, frames: torch.Tensor) -> torch.Tensor:
-        """(B, T, C, h, w) model-space frames → (B, T', 3, H, W) RGB in [0, 1], decoded as the pipeline decodes
-        (T' = video frames for a video VAE)."""
+    def decode_unclamped(self, frames: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, h, w) model-space frames → (B, T', 3, H, W) float RGB, about [0, 1] but unclamped,
+        decoded as the pipeline decodes (T' = video frames for a video VAE)."""
         out = self.vae.decode(self.to_decoder(frames), return_dict=False)[0]
         out = out.transpose(1, 2) if out.ndim == 5 else out[:, None]
-        return ((out.float() + 1) / 2).clamp(0, 1)
+        return (out.float() + 1) / 2
+
+    def decode(self, frames: torch.Tensor) -> torch.Tensor:
+        """decode_unclamped() clamped to [0, 1], as the pipeline's image."""
+        return self.decode_unclamped(frames).clamp(0, 1)
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -222,7 +233,7 @@ class PipelineLatents:
         if self.convention.vae_frames:
             x = x[:, :, None]
         out = self.vae.encode(x)
-        z = out.latent_dist.mode() if hasattr(out, "latent_dist") else out.latent  # AutoencoderDC: no distribution
+        z = out.latent_dist.mode() if hasattr(out, "latent_dist") else out[0]  # AutoencoderTiny/DC: no distribution
         return self.from_encoder(z)
 
 
