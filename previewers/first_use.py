@@ -71,7 +71,7 @@ def crops(side: int, seed: int = 0) -> dict[str, torch.Tensor]:
             scale = 2 * side / min(im.size)
             im = im.resize((max(side, round(im.width * scale)), max(side, round(im.height * scale))),
                            Image.Resampling.LANCZOS)
-            pixels = torch.from_numpy(np.asarray(im)).permute(2, 0, 1).float() / 255
+            pixels = torch.from_numpy(np.array(im)).permute(2, 0, 1).float() / 255
         h, w = pixels.shape[1:]
         tops = torch.randint(0, h - side + 1, (CROPS_PER_IMAGE,), generator=generator)
         lefts = torch.randint(0, w - side + 1, (CROPS_PER_IMAGE,), generator=generator)
