@@ -1,6 +1,5 @@
-"""The cache root: training pairs (`pairs/`), previewers fitted on first use and anything else the tools
-keep between runs, in one folder: $LATENT_PREVIEW_CACHE, else $XDG_CACHE_HOME/latent-preview, else
-~/.cache/latent-preview."""
+"""Where latent-preview caches what it computes: $LATENT_PREVIEW_CACHE, else $XDG_CACHE_HOME/latent-preview
+(~/.cache/latent-preview). Training pairs live under pairs/, previewers fitted on first use under fitted/."""
 
 import os
 from pathlib import Path

@@ -48,8 +48,7 @@ def run(args) -> int:
             latents = unpack_tokens(latents if latents.ndim == 3 else latents[None], args.height, args.width,
                                     args.vae_scale_factor)
         except ValueError as e:
-            raise ValueError(f"{args.latents}: {e}; pass the --height/--width the image was generated at "
-                             "(and --vae-scale-factor, when it is not 8)") from None
+            raise ValueError(f"{args.latents}: {e}") from None
     elif latents.ndim == 3:
         latents = latents[None]
     if latents.ndim != 4:

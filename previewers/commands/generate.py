@@ -16,7 +16,9 @@ def add_arguments(parser):
     parser.add_argument("--size", type=int, help="upscale step previews so the longer side has this many pixels "
                                                  "(default: the previewer's output, 1/8 of the image at latent resolution)")
     parser.add_argument("--previewer", default="auto",
-                        help="registry name or .safetensors path; auto picks the shipped one for the model's latent space")
+                        help="registry name or .safetensors path; auto: the shipped one for the model's latent space, "
+                             "else one fitted against the model's VAE on first use (cached); fit: refit that one; "
+                             "vae: the model's own VAE (exact, costly)")
     parser.add_argument("--source", choices=("auto", "x0", "latents"), default="auto",
                         help="preview the denoised estimate x0, the noisy latents, or x0 where the scheduler gives it exactly")
     parser.add_argument("--allow-download", action="store_true",
