@@ -18,7 +18,7 @@ import diffusers
 import torch
 import torch.nn.functional as F
 
-from training import taesd
+from previewers import taesd
 
 SCALE_SHIFT_CLASSES = (diffusers.AutoencoderKL, diffusers.AutoencoderTiny)
 BATCHNORM_CLASSES = (diffusers.AutoencoderKLFlux2,)

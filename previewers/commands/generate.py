@@ -9,8 +9,12 @@ def add_arguments(parser):
     parser.add_argument("--steps", type=int, help="sampling steps; None: the pipeline's own default")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--every", type=int, default=1, help="preview every K-th step")
-    parser.add_argument("--previewer", default="auto",
-                        help="registry name or .safetensors path; auto picks the shipped one for the model's latent space")
+    parser.add_argument("--preview", "--previewer", dest="previewer", default="auto", metavar="METHOD",
+                        help="how steps are previewed (README, 'Choosing a preview method'): auto (the preferred shipped "
+                             "previewer for the model's latent space); a family shipped for it: affine (a factor table), "
+                             "conv, upsampler, linear, quadratic, mlp; a TAESD-family decoder file (taesd, taesdxl, taesd3, "
+                             "taef1 .safetensors, taef2 .pth); vae (the pipeline's own VAE, exact: use a large --every); "
+                             "or a registry name or .safetensors weight file")
     parser.add_argument("--source", choices=("auto", "x0", "latents"), default="auto",
                         help="preview the denoised estimate x0, the noisy latents, or x0 where the scheduler gives it exactly")
     parser.add_argument("--allow-download", action="store_true",
@@ -36,6 +40,21 @@ def load_pipeline(model: str, allow_download: bool, dtype):
         raise FileNotFoundError(f"no diffusers model {model!r}: {where} ({type(e).__name__}); {hint}") from None
 
 
+def previewer_for(method: str, pipe):
+    """What --preview METHOD means for `pipe`: a family name becomes the shipped previewer of that family
+    for the pipeline's latent space; anything else goes to PreviewCallback.for_pipeline as it is."""
+    from ..callback import auto_previewer
+    from ..families import FAMILIES
+    from ..pipeline_space import detect_space
+
+    if method == "taesd":
+        raise ValueError("--preview taesd needs the decoder file: pass its path, e.g. --preview taesd_decoder.safetensors "
+                         "(taesd for SD 1.x/2.x, taesdxl, taesd3, taef1, taef2 for FLUX.2)")
+    if method in FAMILIES:
+        return auto_previewer(detect_space(pipe), families=(method,))
+    return method
+
+
 def run(args) -> int:
     from pathlib import Path
 
@@ -56,7 +75,8 @@ def run(args) -> int:
         device, dtype = "cpu", torch.float32
     pipe = load_pipeline(args.model, args.allow_download, dtype).to(device)
     out = Path(args.out)
-    cb = PreviewCallback.for_pipeline(pipe, previewer=args.previewer, every=args.every, out_dir=out, source=args.source)
+    cb = PreviewCallback.for_pipeline(pipe, previewer=previewer_for(args.previewer, pipe), every=args.every, out_dir=out,
+                                      source=args.source)
     steps = {"num_inference_steps": args.steps} if args.steps else {}
     generator = torch.Generator(device).manual_seed(args.seed)
     try:

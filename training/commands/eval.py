@@ -9,7 +9,8 @@ def add_arguments(parser):
     parser.add_argument("--vae-config", help="diffusers VAE config folder, needed to load a single-file checkpoint offline")
     parser.add_argument("--space", required=True, choices=("sd1", "sdxl", "sd3", "flux1", "flux2"), help="latent space")
     parser.add_argument("--images", required=True, help="held-out image folder (e.g. ../shared/data/kodak24); never fit on it")
-    parser.add_argument("--previewer", help="comma-separated registry names (see `latent-preview list`) or .safetensors paths")
+    parser.add_argument("--previewer", help="comma-separated registry names (see `latent-preview list`), .safetensors "
+                                            "weight files or TAESD-family decoder files (.safetensors/.pth)")
     parser.add_argument("--baselines", action="store_true",
                         help="also score the published factor tables and peer models of --space")
     parser.add_argument("--tile", type=int, default=256, help="held-out tile side in pixels (non-overlapping tiles of each image)")
@@ -43,7 +44,7 @@ def run(args) -> int:
         space = module.meta.get("space")
         if space is not None and space != args.space:
             raise ValueError(f"previewer {name} is for space {space}, not {args.space}")
-        modules[Path(name).stem if name.endswith(".safetensors") else name] = module
+        modules[Path(name).stem if name.endswith((".safetensors", ".pth", ".pt")) else name] = module
     if args.baselines:
         modules.update(baselines(args.space))
     teacher, teacher_id = open_teacher(args)
