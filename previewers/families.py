@@ -159,29 +159,62 @@ def quadratic(latent_channels: int) -> Previewer:
     return Previewer("quadratic", latent_channels, Quadratic(latent_channels))
 
 
-def mlp(latent_channels: int, hidden: tuple[int, ...] = (32, 32)) -> Previewer:
-    """Per-pixel MLP as 1x1 convs with SiLU between layers."""
+class Residual(nn.Module):
+    """base(x) + net(x): a linear map that least squares fits exactly (an affine 1x1 or a linear k×k conv)
+    plus a net that learns what it misses. Fitters solve `base` in closed form and start `net` with a
+    zero last layer, so training begins at the closed-form solution and can only improve on it."""
+
+    folds_input = True
+
+    def __init__(self, base: InputConv, net: Layers):
+        super().__init__()
+        self.base = base
+        self.net = net
+
+    def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> torch.Tensor:
+        return self.net(x, scale, shift).add_(self.base(x, scale, shift))
+
+
+def linear_base(latent_channels: int, kernel: int) -> InputConv:
+    """The closed-form part of a residual body: a linear kernel×kernel conv with bias (1: affine)."""
+    return InputConv(latent_channels, 3, kernel, padding=kernel // 2, padding_mode="replicate")
+
+
+def mlp(latent_channels: int, hidden: tuple[int, ...] = (32, 32), base: int = 0) -> Previewer:
+    """Per-pixel MLP as 1x1 convs with SiLU between layers; base=1 adds it to an affine map (Residual)."""
+    if base not in (0, 1):
+        raise ValueError(f"mlp is per-pixel: base must be 0 (none) or 1 (an affine map), got {base}")
     widths = (latent_channels, *hidden)
     layers: list[nn.Module] = []
     for n_in, n_out in zip(widths, widths[1:]):
         layers += [(nn.Conv2d if layers else InputConv)(n_in, n_out, 1), nn.SiLU(inplace=True)]
     body = Layers(*layers, (nn.Conv2d if layers else InputConv)(widths[-1], 3, 1))
-    return Previewer("mlp", latent_channels, body, args={"hidden": list(hidden)})
+    args = {"hidden": list(hidden)}
+    if base:
+        body, args["base"] = Residual(linear_base(latent_channels, 1), body), base
+    return Previewer("mlp", latent_channels, body, args=args)
 
 
-def conv(latent_channels: int, channels: tuple[int, ...] = (64, 64), kernels: tuple[int, ...] = (3, 3, 1)) -> Previewer:
+def conv(latent_channels: int, channels: tuple[int, ...] = (64, 64), kernels: tuple[int, ...] = (3, 3, 1),
+         base: int = 0) -> Previewer:
     """Convs at latent resolution (spatial context); ReLU between layers, `kernels` has one more entry
-    than `channels`. channels=() with kernels=(k,) is one linear k×k conv (closed-form fittable)."""
-    if len(kernels) != len(channels) + 1 or any(k % 2 == 0 for k in kernels):
-        raise ValueError(f"conv needs len(kernels) == len(channels) + 1 and odd kernels, got {channels}, {kernels}")
+    than `channels`. channels=() with kernels=(k,) is one linear k×k conv (closed-form fittable).
+    base=k > 0 adds the net to a linear k×k conv (Residual)."""
+    if len(kernels) != len(channels) + 1 or any(k % 2 == 0 for k in kernels + ((base,) if base else ())):
+        raise ValueError(f"conv needs len(kernels) == len(channels) + 1 and odd kernels, got {channels}, {kernels}"
+                         + (f", base {base}" if base else ""))
+    if base and not channels:
+        raise ValueError("conv with base needs a net (channels) to add to it; a lone linear conv is channels=()")
     widths = (latent_channels, *channels, 3)
     layers: list[nn.Module] = []
     for i, k in enumerate(kernels):
         layers.append((InputConv if i == 0 else nn.Conv2d)(widths[i], widths[i + 1], k, padding=k // 2, padding_mode="replicate"))
         if i < len(channels):
             layers.append(nn.ReLU(inplace=True))
-    return Previewer("conv", latent_channels, Layers(*layers), args={"channels": list(channels), "kernels": list(kernels)},
-                     memory_format=torch.channels_last)
+    body, args = Layers(*layers), {"channels": list(channels), "kernels": list(kernels)}
+    if base:
+        body, args["base"] = Residual(linear_base(latent_channels, base), body), base
+    return Previewer("conv", latent_channels, body, args=args, memory_format=torch.channels_last)
 
 
 def upsampler(latent_channels: int, width: int = 64, depth: int = 2, stages: tuple[int, ...] = (48, 32, 16)) -> Previewer:

@@ -139,3 +139,37 @@ def test_bad_folders_are_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="not a multiple"):
         make_pairs(fake_teacher(), "ddpm", images=tmp_path, crops=Crops(size=30), progress=False)
     assert data_module.default_cache_dir().name == "pairs"
+
+
+def test_augmentation_is_planned_independently_and_applied_exactly(photos):
+    from training.data import augment
+
+    sizes = [(300, 200), (160, 240), (1200, 900)]
+    plain = plan_crops(sizes, Crops(count=40, size=32))
+    augmented = plan_crops(sizes, Crops(count=40, size=32, dihedral=0.5, hue=0.5, contrast=0.5))
+    # turning augmentation on changes no crop's place, only what is done to it
+    assert [(c.image, c.box, c.gray) for c in plain] == [(c.image, c.box, c.gray) for c in augmented]
+    assert all(c.dihedral == 0 and c.hue == 0 and c.contrast == 1 for c in plain)
+    assert 5 < sum(c.dihedral > 0 for c in augmented) < 35 and 5 < sum(c.hue > 0 for c in augmented) < 35
+    assert 5 < sum(c.contrast != 1 for c in augmented) < 35
+    assert not any(c.gray and c.hue for c in augmented)
+
+    rng = np.random.default_rng(1)
+    piece = Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8))
+    base = data_module.Crop(0, (0, 0, 8, 8), False, 1.0)
+    array = np.array(piece)
+    rot90 = np.array(augment(piece, data_module.Crop(0, (0, 0, 8, 8), False, 1.0, dihedral=3)))
+    np.testing.assert_array_equal(rot90, np.rot90(array))  # ROTATE_90 is counter-clockwise
+    mirrored = np.array(augment(piece, data_module.Crop(0, (0, 0, 8, 8), False, 1.0, dihedral=1)))
+    np.testing.assert_array_equal(mirrored, array[:, ::-1])
+    np.testing.assert_array_equal(np.array(augment(piece, base)), array)
+    # a third of a turn maps pure red to pure green
+    red = Image.new("RGB", (4, 4), (255, 0, 0))
+    shifted = np.array(augment(red, data_module.Crop(0, (0, 0, 4, 4), False, 1.0, hue=1 / 3)))
+    assert shifted[0, 0, 1] > 240 and shifted[0, 0, 0] < 15 and shifted[0, 0, 2] < 15
+
+
+def test_pairs_record_each_samples_source_image(photos):
+    pairs = make_pairs(fake_teacher(), "flow", images=photos, crops=Crops(count=9, size=32), progress=False)
+    assert pairs.image.tolist() == [c.image for c in plan_crops([(300, 200), (160, 240), (1200, 900)],
+                                                                 Crops(count=9, size=32))]

@@ -77,7 +77,7 @@ def test_fitted_linear_exports_without_bias(tmp_path):
     x = torch.randn(8, 4, 6, 6)
     w = torch.randn(3, 4) * 0.2
     rgb = 0.5 + torch.einsum("oc,nchw->nohw", w, x)
-    pairs = Pairs(x, rgb, torch.zeros(8, 3, 1, 1), torch.zeros(8, dtype=torch.bool), {})
+    pairs = Pairs(x, rgb, torch.zeros(8, 3, 1, 1), torch.zeros(8, dtype=torch.bool), torch.arange(8), {})
     path = previewers.save(training_fit.fit(Teacher(), "linear", pairs, space="sd1", progress=False), tmp_path / "l.safetensors")
     assert main(["export", str(path), "--format", "json", "--out", str(tmp_path / "l.json")]) == 0
     doc = json.loads((tmp_path / "l.json").read_text())

@@ -26,7 +26,7 @@ class PlantedTeacher:
 
 def planted_pairs(latents: torch.Tensor, rgb: torch.Tensor) -> Pairs:
     n = len(latents)
-    return Pairs(latents, rgb, torch.zeros(n, 3, 1, 1), torch.zeros(n, dtype=torch.bool), {"planted": True})
+    return Pairs(latents, rgb, torch.zeros(n, 3, 1, 1), torch.zeros(n, dtype=torch.bool), torch.arange(n), {"planted": True})
 
 
 def latents(n=24, side=8, seed=0) -> torch.Tensor:
@@ -217,3 +217,69 @@ def test_reweighting_ignores_what_the_display_clamp_hides():
             errors.append((fit(PlantedTeacher(), "affine", pairs, space="sd1", reweight=rounds, progress=False)(x)
                            - clipped).abs().max().item())
     assert errors[0] > 0.1 and errors[0] > errors[1] > errors[2] and errors[2] < 1e-3
+
+
+def test_validation_holds_out_whole_images():
+    from training.gradient import split
+
+    groups = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4, 4, -1, -1])
+    train, val = split(groups, 0.3, seed=0)
+    assert sorted(train.tolist() + val.tolist()) == list(range(12)) and len(val) > 0
+    assert not set(groups[train].tolist()) & set(groups[val][groups[val] >= 0].tolist())
+
+
+def residual_case():
+    x = latents(n=40)
+    rgb = torch.sigmoid(torch.stack([x[:, 0] * x[:, 1], x[:, 2], -x[:, 3]], 1))
+    return x, rgb, planted_pairs(x, rgb)
+
+
+@pytest.mark.parametrize("family,args", [("mlp", {"hidden": [16], "base": 1}),
+                                         ("conv", {"channels": [8], "kernels": [3, 1], "base": 3})])
+def test_residual_nets_start_at_their_closed_form_base_and_only_improve(one_thread, tmp_path, family, args):
+    x, rgb, pairs = residual_case()
+    base_family, base_args = ("affine", {}) if family == "mlp" else ("conv", {"channels": [], "kernels": [3]})
+    base = fit(PlantedTeacher(), base_family, pairs, space="sd1", args=base_args, progress=False)
+    untrained = fit(PlantedTeacher(), family, pairs, space="sd1", args=args, device="cpu",
+                    training=Training(steps=0, eval_every=50), progress=False)
+    torch.testing.assert_close(untrained(x), base(x), atol=1e-5, rtol=0)  # step 0 is the least-squares previewer
+    trained = fit(PlantedTeacher(), family, pairs, space="sd1", args=args, device="cpu",
+                  training=Training(steps=200, eval_every=50, lr=1e-2), progress=False)
+    result = trained.meta["recipe"]["result"]
+    assert result["val_psnr"] >= result["start_val_psnr"]
+    assert (trained(x) - rgb).square().mean() < (base(x) - rgb).square().mean()
+    assert previewers.load(previewers.save(trained, tmp_path / "r.safetensors")).args == trained.args
+
+
+def test_an_interrupted_fit_resumes_to_the_same_result(one_thread, tmp_path, monkeypatch):
+    from training import gradient
+
+    x, rgb, pairs = residual_case()
+    settings = Training(steps=300, eval_every=50, lr=1e-2, patience=100)
+    kwargs = dict(space="sd1", args={"hidden": [16]}, device="cpu", training=settings, progress=False)
+    straight = fit(PlantedTeacher(), "mlp", pairs, **kwargs)
+
+    checkpoint = tmp_path / "mlp.safetensors.ckpt"
+    calls, loss = [0], gradient.display_loss
+
+    def interrupted(*a):
+        calls[0] += 1
+        if calls[0] == 180:  # past the checkpoints at steps 50, 100 and 150
+            raise KeyboardInterrupt
+        return loss(*a)
+
+    monkeypatch.setattr(gradient, "display_loss", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        fit(PlantedTeacher(), "mlp", pairs, checkpoint=checkpoint, **kwargs)
+    monkeypatch.setattr(gradient, "display_loss", loss)
+    assert checkpoint.is_file()
+    resumed = fit(PlantedTeacher(), "mlp", pairs, checkpoint=checkpoint, resume=True, **kwargs)
+    assert resumed.meta["recipe"]["result"]["resumed_from"] in (100, 150)
+    assert not checkpoint.exists()  # removed once the fit ended
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+
+    # a checkpoint of another fit is refused, not mixed in
+    gradient.save_checkpoint(checkpoint, {"key": {"family": "conv"}})
+    with pytest.raises(ValueError, match="checkpoint of a different fit"):
+        fit(PlantedTeacher(), "mlp", pairs, checkpoint=checkpoint, resume=True, **kwargs)

@@ -29,7 +29,10 @@ from .noise import trajectory_noise
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 SHARD = 64  # samples per cache file
-CACHE_VERSION = 1  # bump when the way pairs are computed changes
+CACHE_VERSION = 2  # bump when the way pairs are computed changes (2: augmentation, source image per sample)
+
+
+SHARD_KEYS = ("latents", "small", "full", "noised", "image")  # the Pairs tensors, in field order
 
 
 @dataclass(frozen=True)
@@ -38,7 +41,8 @@ class Crops:
 
     Each image is first downscaled so its short side is log-uniform between `size` (the crop shows
     the whole scene) and 4·`size` (detail), never upscaled beyond its own pixels; then a random
-    `size`² square is cut. Crops are spread evenly over the images.
+    `size`² square is cut. Crops are spread evenly over the images. Augmentation widens what a few
+    dozen images show: generated images come in every orientation, palette and contrast.
     """
 
     count: int = 256
@@ -46,6 +50,9 @@ class Crops:
     seed: int = 0
     gray: float = 0.1  # fraction of crops turned to grayscale
     saturated: float = 0.1  # fraction with colour saturation boosted 1.5–2.5x
+    dihedral: float = 0.0  # fraction flipped and/or rotated by a multiple of 90° (one of the 7 non-identity ways)
+    hue: float = 0.0  # fraction with the hue rotated by a uniform angle
+    contrast: float = 0.0  # fraction with contrast scaled by a log-uniform factor in [0.6, 1.6]
 
 
 @dataclass(frozen=True)
@@ -54,6 +61,9 @@ class Crop:
     box: tuple[int, int, int, int]  # (left, top, right, bottom) in the image's own pixels
     gray: bool
     saturation: float  # 1.0 = unchanged
+    dihedral: int = 0  # 0 = unchanged; 1..7 = PIL's Transpose operations FLIP_LEFT_RIGHT..TRANSVERSE
+    hue: float = 0.0  # hue rotation in turns, [0, 1)
+    contrast: float = 1.0
 
 
 @dataclass
@@ -64,6 +74,7 @@ class Pairs:
     small: torch.Tensor  # (N, 3, h, w) float32, teacher decode area-pooled to latent resolution, unclamped ≈[0, 1]
     full: torch.Tensor  # (N, 3, h·f, w·f) float16, teacher decode at full resolution, unclamped ≈[0, 1]
     noised: torch.Tensor  # (N,) bool, whether the latent was noised
+    image: torch.Tensor  # (N,) int64 index of the source image in the folder's sorted list, −1 for saved latents
     source: dict  # how the pairs were made (stored in fit recipes)
 
     def __len__(self) -> int:
@@ -110,8 +121,31 @@ def plan_crops(sizes: list[tuple[int, int]], crops: Crops) -> list[Crop]:
         colour = rng.random()
         gray = colour < crops.gray
         saturation = rng.uniform(1.5, 2.5) if crops.gray <= colour < crops.gray + crops.saturated else 1.0
-        plan.append(Crop(image, (left, top, left + side, top + side), gray, saturation))
+        # each augmentation draws its numbers whether or not it applies, so enabling one leaves the others' plan as is
+        dihedral, hue, contrast = rng.randint(1, 7), rng.random(), math.exp(rng.uniform(math.log(0.6), math.log(1.6)))
+        draws = rng.random(), rng.random(), rng.random()
+        plan.append(Crop(image, (left, top, left + side, top + side), gray, saturation,
+                         dihedral=dihedral if draws[0] < crops.dihedral else 0,
+                         hue=hue if draws[1] < crops.hue and not gray else 0.0,
+                         contrast=contrast if draws[2] < crops.contrast else 1.0))
     return plan
+
+
+def augment(piece: Image.Image, crop: Crop) -> Image.Image:
+    """One crop's colour and geometry changes, in a fixed order (RGB in, RGB out)."""
+    if crop.gray:
+        piece = ImageOps.grayscale(piece).convert("RGB")
+    elif crop.saturation != 1.0:
+        piece = ImageEnhance.Color(piece).enhance(crop.saturation)
+    if crop.hue:
+        h, s, v = piece.convert("HSV").split()
+        h = h.point(lambda value: (value + round(crop.hue * 256)) % 256)
+        piece = Image.merge("HSV", (h, s, v)).convert("RGB")
+    if crop.contrast != 1.0:
+        piece = ImageEnhance.Contrast(piece).enhance(crop.contrast)
+    if crop.dihedral:
+        piece = piece.transpose(Image.Transpose(crop.dihedral - 1))
+    return piece
 
 
 def render_crops(files: list[Path], plan: list[Crop], size: int, progress: bool = True) -> torch.Tensor:
@@ -127,11 +161,7 @@ def render_crops(files: list[Path], plan: list[Crop], size: int, progress: bool 
             im = ImageOps.exif_transpose(im).convert("RGB")
             for n in indices:
                 crop = plan[n]
-                piece = im.resize((size, size), Image.Resampling.LANCZOS, box=crop.box, reducing_gap=3.0)
-                if crop.gray:
-                    piece = ImageOps.grayscale(piece).convert("RGB")
-                elif crop.saturation != 1.0:
-                    piece = ImageEnhance.Color(piece).enhance(crop.saturation)
+                piece = augment(im.resize((size, size), Image.Resampling.LANCZOS, box=crop.box, reducing_gap=3.0), crop)
                 out[n] = torch.from_numpy(np.array(piece)).permute(2, 0, 1)
     return out
 
@@ -280,13 +310,14 @@ def make_pairs(
     for j, (lo, hi) in bounds.items():
         cached[j] = _compute_shard(teacher, kind, noise_mix, rendered, saved_latents, len(plan), lo, hi,
                                    crops.seed * 100_003 + j, batch_size, bar)
+        cached[j]["image"] = torch.tensor([plan[n].image if n < len(plan) else -1 for n in range(lo, hi)])
         if folder:
             folder.mkdir(parents=True, exist_ok=True)
             _write_shard(cached[j], folder / f"shard-{j:05d}.safetensors")
     bar.close()
 
     parts = [cached[j] for j in shards]
-    return Pairs(*(torch.cat([p[k] for p in parts]) for k in ("latents", "small", "full", "noised")), source)
+    return Pairs(*(torch.cat([p[k] for p in parts]) for k in SHARD_KEYS), source)
 
 
 @torch.inference_mode()
@@ -321,7 +352,7 @@ def _read_shard(path: Path) -> dict | None:
         tensors = load_file(path)
     except Exception:  # a torn or foreign file is recomputed, not trusted
         return None
-    if set(tensors) != {"latents", "small", "full", "noised"}:
+    if set(tensors) != set(SHARD_KEYS):
         return None
     tensors["noised"] = tensors["noised"].bool()
     return tensors

@@ -5,38 +5,44 @@ import time
 
 import torch
 
+from previewers.closed_form import fit_closed_form, is_closed_form, set_normalisation
 from previewers.families import build
 
-from .closed_form import fit_closed_form, is_closed_form
 from .gradient import Training, resolve_device, train
 
 
-def set_normalisation(previewer, latents: torch.Tensor) -> None:
-    """in_scale/in_shift from per-channel latent statistics, so the body sees ≈ zero-mean unit-variance
-    inputs. `linear` has no bias to absorb a shift, so it only gets a scale (1 / RMS); its shift is
-    left to the closed-form fit (the display offset, see training/closed_form.py)."""
-    x = latents.transpose(0, 1).reshape(latents.shape[1], -1).double()  # (C, N·h·w)
-    if previewer.family == "linear":
-        scale, shift = 1 / x.square().mean(1).sqrt(), torch.zeros(x.shape[0], dtype=x.dtype)
-    else:
-        mean, std = x.mean(1), x.std(1)
-        scale, shift = 1 / std, -mean / std
-    previewer.in_scale.copy_(scale.clamp(max=1e6))
-    previewer.in_shift.copy_(shift)
+def start_from_closed_form(previewer, pairs, ridge: float, reweight: int, progress: bool) -> None:
+    """For a residual body (families' `base` argument): solve its linear base by least squares and zero the
+    net's last layer, so the net starts exactly at the closed-form previewer (training keeps the best
+    validation state, so it can only end at or above it)."""
+    base = previewer.body.base
+    k = base.kernel_size[0]
+    solved = build("conv", previewer.latent_channels, channels=(), kernels=(k,))  # the same map as a lone previewer
+    solved.in_scale.copy_(previewer.in_scale)
+    solved.in_shift.copy_(previewer.in_shift)
+    fit_closed_form(solved, pairs.latents, pairs.small, ridge=ridge, reweight=reweight, progress=progress)
+    base.load_state_dict(solved.body[0].state_dict())
+    last = previewer.body.net[-1]
+    torch.nn.init.zeros_(last.weight)
+    torch.nn.init.zeros_(last.bias)
 
 
 def fit(teacher, family: str, pairs, space: str, args: dict | None = None, device: str = "auto",
-        ridge: float = 1e-5, reweight: int = 3, training: Training = Training(), progress: bool = True):
+        ridge: float = 1e-5, reweight: int = 3, training: Training = Training(), progress: bool = True,
+        checkpoint=None, resume: bool = False):
     """A `family` previewer (constructor `args`, defaults when None) fitted to `pairs` of `teacher`.
 
     Closed-form families (linear, affine, quadratic, one-layer conv) are solved by ridge least
     squares on the CPU, reweighted `reweight` times toward the best mean PSNR after the display
-    clamp (training/closed_form.py). Other families are trained with `training` on `device`. The
-    result carries meta: space, teacher and the full recipe (options, data, seed, device, seconds,
+    clamp (previewers/closed_form.py). Other families are trained with `training` on `device`, residual
+    ones (`base` in args) from their closed-form base; `checkpoint`/`resume` as in training.gradient.train.
+    The result carries meta: space, teacher and the full recipe (options, data, seed, device, seconds,
     versions), ready for previewers.save.
     """
     args = dict(args or {})
-    previewer = build(family, teacher.latent_channels, **args)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(training.seed)  # the recipe's seed fixes the initialisation too, so a fit can be repeated
+        previewer = build(family, teacher.latent_channels, **args)
     if previewer.scale not in (1, teacher.scale_factor):
         raise ValueError(f"{family} {previewer.args} outputs {previewer.scale}x the latent size but teacher "
                          f"{teacher.name} decodes to {teacher.scale_factor}x; choose stages to match")
@@ -51,14 +57,17 @@ def fit(teacher, family: str, pairs, space: str, args: dict | None = None, devic
     if closed:
         fit_closed_form(previewer, pairs.latents, pairs.small, ridge=ridge, reweight=reweight, progress=progress)
     else:
-        summary = train(previewer, pairs, training, device=device, progress=progress)
+        if previewer.args.get("base"):
+            start_from_closed_form(previewer, pairs, ridge, reweight, progress)
+        summary = train(previewer, pairs, training, device=device, progress=progress, checkpoint=checkpoint,
+                        resume=resume)
     previewer = previewer.cpu().eval().requires_grad_(False)
     recipe = {
         "method": "least squares" if closed else "Adam",
         "family": family,
         "args": previewer.args,
-        "ridge": ridge if closed else None,
-        "reweight": reweight if closed else None,
+        "ridge": ridge if closed or previewer.args.get("base") else None,
+        "reweight": reweight if closed or previewer.args.get("base") else None,
         "training": vars(training) if summary is not None else None,
         "result": summary,
         "data": pairs.source,

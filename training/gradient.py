@@ -10,8 +10,11 @@ same bound cost nothing, everywhere else the gradient flows as for plain MSE.
 import copy
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+from previewers.closed_form import hidden_by_clamp
 
 
 @dataclass(frozen=True)
@@ -19,17 +22,11 @@ class Training:
     steps: int = 3000  # Adam steps: the fixed budget; early stopping may end sooner
     batch: int = 32  # samples (or latent crops, for the upsampler) per step
     lr: float = 2e-3  # peak learning rate, cosine-annealed to lr/20 over `steps`
-    val_fraction: float = 0.1  # share of samples held out for validation and early stopping
+    val_fraction: float = 0.1  # share of source images whose samples are held out for validation and early stopping
     eval_every: int = 100  # steps between validation passes
     patience: int = 10  # validation passes without improvement before stopping
     crop: int = 16  # upsampler latent crop side (targets are crop·scale pixels)
     seed: int = 0
-
-
-def hidden_by_clamp(out: torch.Tensor, clamped_target: torch.Tensor) -> torch.Tensor:
-    """Where the display clamp hides the error: the target sits on a bound of [0, 1] and the unclamped
-    output is already beyond it (bool, same shape)."""
-    return ((out > 1) & (clamped_target >= 1)) | ((out < 0) & (clamped_target <= 0))
 
 
 def display_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -51,21 +48,63 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def split(n: int, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(train, validation) sample indices; at least one validation sample when n > 1."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    n_val = min(n - 1, max(1, round(n * val_fraction))) if n > 1 else 0
-    return order[n_val:], order[:n_val]
+def split(groups: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, validation) sample indices, whole groups at a time: `groups` (N,) gives each sample's source
+    image (crops of one image are near-duplicates, so validating on crops of training images would
+    flatter the fit); samples with group −1 (saved latents) are each their own group. At least one
+    validation group when there are two or more."""
+    groups = groups.clone()
+    loose = groups < 0
+    groups[loose] = groups.max().clamp(min=0) + 1 + torch.arange(int(loose.sum()))
+    ids = groups.unique()
+    order = ids[torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))]
+    n_val = min(len(ids) - 1, max(1, round(len(ids) * val_fraction))) if len(ids) > 1 else 0
+    val = torch.isin(groups, order[:n_val])
+    return (~val).nonzero().flatten(), val.nonzero().flatten()
 
 
-def train(previewer, pairs, settings: Training = Training(), device="cpu", progress: bool = True) -> dict:
+def psnr_of(mse: float) -> float:
+    return 10 * math.log10(1 / max(mse, 1e-12))
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    """Atomic: a run killed while writing leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: Path, key: dict) -> dict | None:
+    """The checkpoint at `path` if it exists and was written by a run with the same `key`; ValueError for a
+    foreign or unreadable one (resuming a different fit would silently mix two runs)."""
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises several types for torn or foreign files
+        raise ValueError(f"{path}: unreadable checkpoint ({type(e).__name__}); delete it to start afresh") from None
+    if not isinstance(state, dict) or state.get("key") != key:
+        raise ValueError(f"{path}: a checkpoint of a different fit (other family, arguments, data or settings); "
+                         "delete it or choose another output to start afresh")
+    return state
+
+
+def train(previewer, pairs, settings: Training = Training(), device="cpu", progress: bool = True,
+          checkpoint=None, resume: bool = False) -> dict:
     """Train `previewer` (normalisation already set) on `pairs` in place; returns a summary
-    {steps, best_step, val_loss, stopped_early} of the run. The best validation state is kept."""
+    {steps, best_step, val_loss, val_psnr, start_val_psnr, stopped_early, resumed_from} of the run. The
+    best validation state is kept, the starting point included.
+
+    checkpoint: a file written after every validation pass (model, optimiser, RNG, best state); with
+    `resume`, a run continues from it where it exists (same fit only), so a killed fit loses at most
+    `eval_every` steps. The file is removed when the run ends.
+    """
     from tqdm import tqdm
 
     device = resolve_device(device) if isinstance(device, str) else device
     upsampler = previewer.scale > 1
-    train_idx, val_idx = split(len(pairs), settings.val_fraction, settings.seed)
+    train_idx, val_idx = split(pairs.image, settings.val_fraction, settings.seed)
     latents = pairs.latents.to(device)
     targets = (pairs.full if upsampler else pairs.small).to(device)
     if upsampler and settings.crop > latents.shape[-1]:
@@ -98,9 +137,28 @@ def train(previewer, pairs, settings: Training = Training(), device="cpu", progr
         model.train()
         return total / max(1, len(val_idx))
 
-    best, best_state, best_step, waited, step = math.inf, None, 0, 0, 0
-    bar = tqdm(total=settings.steps, desc=f"train {previewer.family}", unit="step", disable=not progress)
-    for step in range(1, settings.steps + 1):
+    path = Path(checkpoint) if checkpoint is not None else None
+    key = {"family": previewer.family, "args": previewer.args, "settings": vars(settings), "data": pairs.source,
+           "samples": len(pairs)}
+    state = load_checkpoint(path, key) if path is not None and resume else None
+    if state is not None:
+        body.load_state_dict(state["model"])
+        optimiser.load_state_dict(state["optimiser"])
+        generator.set_state(state["generator"])
+        best, best_state, best_step, waited, first = state["best"], state["best_state"], state["best_step"], \
+            state["waited"], state["step"] + 1
+        start_val = state["start_val"]
+    else:
+        # the starting point counts: a residual net starts at its closed-form solution
+        start_val = validate() if len(val_idx) else math.inf
+        best, best_state, best_step, waited, first = start_val, copy.deepcopy(body.state_dict()), 0, 0, 1
+    resumed_from = first - 1 if state is not None else None
+
+    bar = tqdm(total=settings.steps, initial=first - 1, desc=f"train {previewer.family}", unit="step",
+               disable=not progress)
+    bar.set_postfix(val_psnr=f"{psnr_of(best):.2f} dB (validation images, latent res)")
+    step = first - 1
+    for step in range(first, settings.steps + 1):
         for group in optimiser.param_groups:
             group["lr"] = floor + (settings.lr - floor) * 0.5 * (1 + math.cos(math.pi * (step - 1) / settings.steps))
         x, y = batch()
@@ -111,15 +169,22 @@ def train(previewer, pairs, settings: Training = Training(), device="cpu", progr
         bar.update()
         if step % settings.eval_every == 0 or step == settings.steps:
             val = validate() if len(val_idx) else loss.item()
-            bar.set_postfix(val_psnr=f"{10 * math.log10(1 / max(val, 1e-12)):.2f}")
             if val < best:
                 best, best_state, best_step, waited = val, copy.deepcopy(body.state_dict()), step, 0
             else:
                 waited += 1
-                if waited >= settings.patience:
-                    break
+            bar.set_postfix(val_psnr=f"{psnr_of(val):.2f} dB, best {psnr_of(best):.2f} at {best_step}")
+            if waited >= settings.patience:
+                break
+            if path is not None:
+                save_checkpoint(path, {"key": key, "model": body.state_dict(), "optimiser": optimiser.state_dict(),
+                                       "generator": generator.get_state(), "best": best, "best_state": best_state,
+                                       "best_step": best_step, "waited": waited, "step": step, "start_val": start_val})
     bar.close()
-    if best_state is not None:
-        body.load_state_dict(best_state)
+    body.load_state_dict(best_state)
     model.eval().requires_grad_(False)
-    return {"steps": step, "best_step": best_step, "val_loss": best, "stopped_early": step < settings.steps}
+    if path is not None:
+        path.unlink(missing_ok=True)
+    return {"steps": step, "best_step": best_step, "val_loss": best, "val_psnr": round(psnr_of(best), 3),
+            "start_val_psnr": round(psnr_of(start_val), 3), "stopped_early": step < settings.steps,
+            "resumed_from": resumed_from}

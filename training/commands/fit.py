@@ -21,6 +21,9 @@ def add_arguments(parser):
                                         "(C, h, w) or (B, C, h, w) in the denoiser convention); needs no encoder")
     data.add_argument("--crops", type=int, default=256, help="number of random crops drawn from --images")
     data.add_argument("--crop-size", type=int, default=256, help="crop side in pixels (a multiple of the VAE's scale factor)")
+    data.add_argument("--augment", type=float, default=0.0,
+                      help="fraction of crops flipped/rotated by 90°, and (independently) hue-rotated and "
+                           "contrast-changed; 0 = none")
     data.add_argument("--noise-mix", type=float, default=0.5,
                       help="fraction of samples moved along the noising trajectory (the rest stay clean)")
     data.add_argument("--seed", type=int, default=0, help="seed for crops, noise, data split and initialisation")
@@ -43,6 +46,9 @@ def add_arguments(parser):
     model.add_argument("--patience", type=int, default=10,
                        help="validation passes (every 100 steps) without improvement before stopping early")
     model.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
+    model.add_argument("--resume", action="store_true",
+                       help="continue an Adam fit from its checkpoint (OUT.ckpt beside each output file, written "
+                            "after every validation pass and removed when the fit ends); without it a fit starts afresh")
     out = parser.add_argument_group("output")
     out.add_argument("--out", required=True,
                      help="output .safetensors file (one family) or folder (files named <space>-<family>[-<variant>].safetensors)")
@@ -125,7 +131,8 @@ def run(args) -> int:
     teacher, teacher_id = open_teacher(args)
     cache = None if args.no_cache else (args.cache or default_cache_dir())
     pairs = make_pairs(teacher, space.kind, images=args.images, latents=args.latents,
-                       crops=Crops(count=args.crops, size=args.crop_size, seed=args.seed),
+                       crops=Crops(count=args.crops, size=args.crop_size, seed=args.seed, dihedral=args.augment,
+                                   hue=args.augment, contrast=args.augment),
                        noise_mix=args.noise_mix, cache_dir=cache, teacher_id=teacher_id)
     held = None
     if args.eval_images:
@@ -136,7 +143,8 @@ def run(args) -> int:
     training = Training(steps=args.steps, batch=args.batch, lr=args.lr, patience=args.patience, seed=args.seed)
     for family in families:
         previewer = fit(teacher, family, pairs, space=args.space, args=arguments[family], device=args.device,
-                        ridge=args.ridge, reweight=args.reweight, training=training)
+                        ridge=args.ridge, reweight=args.reweight, training=training,
+                        checkpoint=paths[family].with_name(paths[family].name + ".ckpt"), resume=args.resume)
         line = f"{previewer.meta['recipe']['seconds']:.1f} s"
         if held is not None:
             from training.evaluate import as_metrics, evaluate

@@ -1,5 +1,8 @@
 """Closed-form fits: families whose output is linear in their parameters, by ridge least squares.
 
+Torch-only (tqdm for progress, imported when a fit runs), so that both the fitting package and the
+callback's fit-on-first-use can use it: `previewers` never imports `training`.
+
 `linear`, `affine`, `quadratic` and the one-layer `conv` (channels=(), kernels=(k,)) all compute
 RGB = features(normalised latent) · W for a fixed feature map, so the best W in (weighted) squared
 error is the solution of the normal equations (XᵀX + λI) W = Xᵀy. XᵀX and Xᵀy are accumulated in float64
@@ -18,10 +21,28 @@ import math
 import torch
 import torch.nn.functional as F
 
-from .gradient import hidden_by_clamp
-
 PER_PIXEL = ("linear", "affine", "quadratic")
 MIN_MSE = 1e-5  # weights stop growing past 50 dB, so near-perfect samples cannot take over
+
+
+def hidden_by_clamp(out: torch.Tensor, clamped_target: torch.Tensor) -> torch.Tensor:
+    """Where the display clamp hides the error: the target sits on a bound of [0, 1] and the unclamped
+    output is already beyond it (bool, same shape)."""
+    return ((out > 1) & (clamped_target >= 1)) | ((out < 0) & (clamped_target <= 0))
+
+
+def set_normalisation(previewer, latents: torch.Tensor) -> None:
+    """in_scale/in_shift from per-channel latent statistics, so the body sees ≈ zero-mean unit-variance
+    inputs. `linear` has no bias to absorb a shift, so it only gets a scale (1 / RMS); its shift is
+    left to the closed-form fit (the display offset, see fit_closed_form)."""
+    x = latents.transpose(0, 1).reshape(latents.shape[1], -1).double()  # (C, N·h·w)
+    if previewer.family == "linear":
+        scale, shift = 1 / x.square().mean(1).sqrt(), torch.zeros(x.shape[0], dtype=x.dtype)
+    else:
+        mean, std = x.mean(1), x.std(1)
+        scale, shift = 1 / std, -mean / std
+    previewer.in_scale.copy_(scale.clamp(max=1e6))
+    previewer.in_shift.copy_(shift)
 
 
 def is_closed_form(family: str, args: dict) -> bool:
