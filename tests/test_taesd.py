@@ -39,10 +39,12 @@ def test_shared_decoder_files_are_previewers_equal_to_the_teacher(shared, name, 
     torch.testing.assert_close(y, load_teacher(path).decode(z), atol=1e-5, rtol=0)
 
 
-def test_tiny_sd_pipeline_with_the_taesd_file_gives_8x_previews(shared, tmp_path):
-    pipe, kwargs = build("sd")
+@pytest.mark.parametrize("kind, name, suffix", [("sd", "taesd", ".safetensors"), ("flux2", "taef2", ".pth")])
+def test_tiny_pipeline_with_the_shared_decoder_file_gives_8x_previews(shared, tmp_path, kind, name, suffix):
+    pipe, kwargs = build(kind)
     pipe.set_progress_bar_config(disable=True)
-    cb = PreviewCallback.for_pipeline(pipe, previewer=teacher_file(shared, "taesd"), out_dir=tmp_path, keep=True)
+    cb = PreviewCallback.for_pipeline(pipe, previewer=teacher_file(shared, name, suffix), out_dir=tmp_path, keep=True,
+                                      height=16, width=16)
     reference = run(pipe, kwargs)
     images = run(pipe, kwargs, cb, output_type="np")
     cb.close()
