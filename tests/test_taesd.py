@@ -121,3 +121,19 @@ def test_generate_maps_a_family_to_the_shipped_previewer_of_the_space():
     assert previewer_for("affine", pipe) == "sdxl-affine"
     assert previewer_for("upsampler", pipe) == "sdxl-upsampler"
     assert previewer_for("vae", pipe) == "vae" and previewer_for("sd1-conv", pipe) == "sd1-conv"
+
+
+def test_eval_scores_a_taesd_file_beside_our_previewers(shared, tmp_path, capsys):
+    from test_fit import write_images
+
+    images = write_images(tmp_path / "images", count=2, size=(64, 64))
+    teacher = teacher_file(shared, "taesd")
+    report = tmp_path / "report.md"
+    assert main(["eval", "--teacher", str(teacher), "--space", "sd1", "--images", str(images), "--tile", "32",
+                 "--previewer", f"{teacher},sd1-affine", "--report", str(report), "--no-cache"]) == 0
+    rows = [line for line in report.read_text().splitlines() if line.startswith("| taesd_decoder |")]
+    assert len(rows) == 1 and "| taesd | 8x |" in rows[0]
+    assert float(rows[0].split(" | ")[4]) > 40  # the teacher itself, up to the float16-stored decode
+    assert main(["eval", "--teacher", str(teacher), "--space", "sd1", "--images", str(images), "--tile", "32",
+                 "--previewer", str(teacher_file(shared, "taef2", ".pth")), "--no-cache"]) == 2
+    assert "is for space flux2, not sd1" in capsys.readouterr().err
