@@ -41,7 +41,7 @@ def load(name_or_path) -> Previewer:
         header = read_header(path)
         if is_weight_file(header):
             return load_file(path)
-        if not taesd_keys(header):
+        if not taesd.sequential_keys(k for k in header if k != "__metadata__"):
             raise ValueError(f"{path}: a safetensors file, but neither a latent-preview weight file (no "
                              f"{METADATA_KEY!r} metadata) nor a TAESD-family decoder (keys are not nn.Sequential indices)")
         return taesd.load_previewer(path)
@@ -49,9 +49,3 @@ def load(name_or_path) -> Previewer:
     if str(name_or_path) not in names:
         raise ValueError(f"unknown previewer {name_or_path!r}: not a file, and not one of: {', '.join(names)}")
     return load_file(weights_dir() / f"{name_or_path}.safetensors")
-
-
-def taesd_keys(header: dict) -> bool:
-    """Whether a safetensors header's tensor names are nn.Sequential indices, as in TAESD's files."""
-    keys = [k for k in header if k != "__metadata__"]
-    return bool(keys) and all(k.split(".")[0].isdigit() for k in keys)

@@ -108,13 +108,19 @@ def read_state_dict(path) -> dict[str, torch.Tensor]:
     return state
 
 
+def sequential_keys(keys) -> bool:
+    """Whether tensor names are nn.Sequential indices ("3.conv.0.weight"), as in TAESD's files."""
+    keys = list(keys)
+    return bool(keys) and all(k.split(".")[0].isdigit() for k in keys)
+
+
 def detect(state: dict[str, torch.Tensor]) -> tuple[str, int, bool]:
     """(role, latent_channels, pooled) of a TAESD state dict, from its keys and shapes.
 
     The encoder starts with a 3→64 conv at index 0; the decoder starts with the parameter-free
     Clamp, so its first weight is the C→64 conv at index 1. Raises ValueError otherwise.
     """
-    if not state or not all(k.split(".")[0].isdigit() for k in state):
+    if not sequential_keys(state):
         raise ValueError("keys are not nn.Sequential indices")
     first = state.get("0.weight")
     if first is not None and tuple(first.shape) == (WIDTH, 3, 3, 3):
@@ -136,15 +142,19 @@ def load(path) -> tuple[nn.Sequential, str]:
 
     The role, channel count and pooled variant come from the state dict, never the file name.
     """
-    state = read_state_dict(path)
+    return from_state_dict(read_state_dict(path), path)
+
+
+def from_state_dict(state: dict[str, torch.Tensor], where) -> tuple[nn.Sequential, str]:
+    """(float32 model in eval mode, role) rebuilt from a TAESD state dict; errors name `where`."""
     try:
         role, channels, pooled = detect(state)
     except ValueError as e:
-        raise ValueError(f"{path}: not a TAESD encoder or decoder state dict ({e})") from None
+        raise ValueError(f"{where}: not a TAESD encoder or decoder state dict ({e})") from None
     model = (encoder if role == "encoder" else decoder)(channels, pooled)
     problem = mismatch(model.state_dict(), state)
     if problem:
-        raise ValueError(f"{path}: looks like a {channels}-channel TAESD {role} but does not match it ({problem})")
+        raise ValueError(f"{where}: looks like a {channels}-channel TAESD {role} but does not match it ({problem})")
     model.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return model.eval(), role
 
@@ -203,15 +213,7 @@ def from_autoencoder_tiny(vae: nn.Module) -> Previewer:
     for key, value in vae.decoder.layers.state_dict().items():
         index, rest = key.split(".", 1)
         state[f"{int(index) + 1}.{rest}"] = value
-    try:
-        role, channels, pooled = detect(state)
-    except ValueError as e:
-        raise ValueError(f"{type(vae).__name__}: its decoder is not a TAESD decoder ({e})") from None
-    model = decoder(channels, pooled)
-    problem = mismatch(model.state_dict(), state)
-    if problem:
-        raise ValueError(f"{type(vae).__name__}: its decoder differs from the TAESD layout ({problem})")
-    model.load_state_dict({k: v.float() for k, v in state.items()})
+    model, _ = from_state_dict(state, f"{type(vae).__name__}'s decoder")
     config = vae.config
     return previewer(model, source=f"diffusers {type(vae).__name__}", in_scale=1 / float(config.scaling_factor),
                      in_shift=float(config.get("shift_factor") or 0.0))

@@ -12,7 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file as read_tensors
 from safetensors.torch import save_file
 
-from .families import Previewer, build
+from .families import FAMILIES, Previewer, build
 
 METADATA_KEY = "latent_preview"
 FORMAT_VERSION = 1
@@ -20,6 +20,9 @@ FORMAT_VERSION = 1
 
 def save(previewer: Previewer, path, **meta) -> Path:
     """Write `previewer` with its config and `meta` (merged over previewer.meta) to `path`."""
+    if previewer.family not in FAMILIES:  # e.g. "taesd": load_file could not rebuild it
+        raise ValueError(f"a {previewer.family} previewer has no latent-preview weight file; keep its own file "
+                         "(previewers.load reads it)")
     path = Path(path)
     config = {
         **previewer.meta,

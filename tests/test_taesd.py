@@ -77,6 +77,8 @@ def test_bad_taesd_inputs_give_one_clear_error_each(shared, tmp_path):
         previewers.load(foreign)
     with pytest.raises(ValueError, match="a Linear is not a previewer"):
         previewers.load(torch.nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="a taesd previewer has no latent-preview weight file"):
+        previewers.save(previewers.load(teacher_file(shared, "taesd")), tmp_path / "t.safetensors")
 
 
 def test_autoencoder_tiny_decodes_as_its_pipeline_would():
