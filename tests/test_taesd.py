@@ -111,6 +111,11 @@ def test_generate_preview_methods(shared, tmp_path, capsys):
                  "--preview", str(teacher_file(shared, "taesd")), "--out", str(out)]) == 0
     with Image.open(out / "step_0001_img0.png") as step, Image.open(out / "final_img0.png") as final:
         assert step.size == (64, 64) and final.size == (16, 16)  # the tiny VAE decodes at 2x, TAESD at 8x
+    vae_out = tmp_path / "vae"
+    assert main(["generate", "--model", str(model), "--prompt", "a cat", "--steps", "2", "--preview", "vae",
+                 "--out", str(vae_out)]) == 0
+    with Image.open(vae_out / "step_0001_img0.png") as step:
+        assert step.size == (16, 16)  # the pipeline's own VAE: the final image's size
     assert main(["generate", "--model", str(model), "--prompt", "a cat", "--steps", "1", "--preview", "taesd",
                  "--out", str(out)]) == 2
     assert "--preview taesd needs the decoder file" in capsys.readouterr().err

@@ -11,10 +11,11 @@ def add_arguments(parser):
     parser.add_argument("--every", type=int, default=1, help="preview every K-th step")
     parser.add_argument("--preview", "--previewer", dest="previewer", default="auto", metavar="METHOD",
                         help="how steps are previewed (README, 'Choosing a preview method'): auto (the preferred shipped "
-                             "previewer for the model's latent space); a family shipped for it: affine (a factor table), "
-                             "conv, upsampler, linear, quadratic, mlp; a TAESD-family decoder file (taesd, taesdxl, taesd3, "
-                             "taef1 .safetensors, taef2 .pth); vae (the pipeline's own VAE, exact: use a large --every); "
-                             "or a registry name or .safetensors weight file")
+                             "previewer for the model's latent space, else one fitted against the model's VAE on first "
+                             "use, cached); fit (refit that one); a family shipped for the space: affine (a factor "
+                             "table), conv, upsampler, linear, quadratic, mlp; a TAESD-family decoder file (taesd, "
+                             "taesdxl, taesd3, taef1 .safetensors, taef2 .pth); vae (the model's own VAE, exact and "
+                             "costly: use a large --every); or a registry name or .safetensors weight file")
     parser.add_argument("--source", choices=("auto", "x0", "latents"), default="auto",
                         help="preview the denoised estimate x0, the noisy latents, or x0 where the scheduler gives it exactly")
     parser.add_argument("--allow-download", action="store_true",
@@ -45,13 +46,17 @@ def previewer_for(method: str, pipe):
     for the pipeline's latent space; anything else goes to PreviewCallback.for_pipeline as it is."""
     from ..callback import auto_previewer
     from ..families import FAMILIES
-    from ..pipeline_space import detect_space
+    from ..pipeline_space import resolve_convention
 
     if method == "taesd":
         raise ValueError("--preview taesd needs the decoder file: pass its path, e.g. --preview taesd_decoder.safetensors "
                          "(taesd for SD 1.x/2.x, taesdxl, taesd3, taef1, taef2 for FLUX.2)")
     if method in FAMILIES:
-        return auto_previewer(detect_space(pipe), families=(method,))
+        convention = resolve_convention(pipe)
+        if convention.shared_space is None:
+            raise ValueError(f"--preview {method}: no previewers are shipped for {type(pipe).__name__}'s latents "
+                             f"({convention.family}); use --preview auto (fits one against its VAE) or vae")
+        return auto_previewer(convention.shared_space, families=(method,))
     return method
 
 
