@@ -22,7 +22,7 @@ case $space in
 esac
 fit() {
   python -m previewers fit --teacher "$shared/models/teachers/$teacher" --space "$space" --images "$shared/data/train" \
-    --crops 2048 --crop-size 128 --augment 0.5 --eval-images "$shared/data/kodak24" --out "$root/weights" "$@"
+    --crops 2048 --crop-size 128 --augment 0.5 --eval-images "$shared/data/kodak24" --out "$root/weights" --force "$@"
 }
 fit --family linear,affine,quadratic "$@"
 fit --family conv --variant fast --args "{\"channels\": [], \"kernels\": [$context]}" "$@"

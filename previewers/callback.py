@@ -11,6 +11,7 @@ previewer itself: conversion runs on the latents' device and files are written b
 thread (previewers/sinks.py). A failing preview warns once and never breaks the run.
 """
 
+import os
 import time
 import warnings
 
@@ -33,16 +34,18 @@ RESAMPLE = ("nearest", "bilinear")
 FRAMES = ("all", "first")
 
 
-def auto_previewer(space: str, names: list[str] | None = None) -> str:
-    """Registry name of the preferred shipped previewer for `space` (plain names before variants)."""
+def auto_previewer(space: str, names: list[str] | None = None, families: tuple[str, ...] = AUTO_FAMILIES) -> str:
+    """Registry name of the preferred shipped previewer for `space` among `families`, in their order
+    (plain names before variants)."""
     names = available() if names is None else names
-    for family in AUTO_FAMILIES:
+    for family in families:
         base = f"{space}-{family}"
         matches = [n for n in names if n == base] or sorted(n for n in names if n.startswith(base + "-"))
         if matches:
             return matches[0]
+    kind = "" if families == AUTO_FAMILIES else "/".join(families) + " "
     raise ValueError(
-        f"no shipped previewer for latent space {space!r} (shipped: {', '.join(names) or 'none'}); "
+        f"no shipped {kind}previewer for latent space {space!r} (shipped: {', '.join(names) or 'none'}); "
         "fit one with `latent-preview fit` and pass previewer=PATH"
     )
 
@@ -113,7 +116,8 @@ class PreviewCallback:
         previewer: "auto" (the preferred shipped previewer for the space when the pipeline's VAE matches
           its convention, else one fitted against `pipe.vae` on first use and cached on disk), "fit"
           (refit that one), "vae" (the pipeline's own VAE, decoding exactly as the pipeline does), a
-          registry name, a .safetensors path, or a loaded Previewer.
+          registry name, a .safetensors path, a TAESD-family decoder file (.safetensors/.pth), a
+          diffusers AutoencoderTiny, or a loaded Previewer.
         source: "auto" (x0 where it is exact for the scheduler, else latents), "x0", "latents";
           see previewers/denoised.py for what each scheduler gives. Build the callback after
           choosing the pipeline's scheduler.
@@ -141,10 +145,10 @@ class PreviewCallback:
                 previewer = fitted_previewer(latents, refit=previewer == "fit", progress=progress)
         elif isinstance(previewer, str) and previewer == "vae":
             previewer = VaePreview(latents)
-        name = (f"{previewer.family} previewer" if isinstance(previewer, (Previewer, VaePreview))
-                else f"previewer {str(previewer)!r}")
+        name = f"previewer {str(previewer)!r}" if isinstance(previewer, (str, os.PathLike)) else None
         if not isinstance(previewer, (Previewer, VaePreview)):
-            previewer = load(previewer)
+            previewer = load(previewer)  # also TAESD-family decoder files and a diffusers AutoencoderTiny
+        name = name or f"{previewer.family} previewer"
         if previewer.latent_channels != channels:
             raise ValueError(
                 f"{name} takes {previewer.latent_channels}-channel latents, but {type(pipe).__name__}'s "

@@ -17,8 +17,8 @@ from typing import Callable
 import diffusers
 import torch
 
+from previewers import taesd
 from previewers.conventions import CONVENTIONS, PipelineLatents
-from training import taesd
 
 SCALE_SHIFT_CLASSES = (diffusers.AutoencoderKL, diffusers.AutoencoderTiny)
 BATCHNORM_CLASSES = (diffusers.AutoencoderKLFlux2,)

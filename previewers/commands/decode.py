@@ -4,7 +4,9 @@ HELP = "Preview saved latents (.safetensors/.pt with one tensor, or .npy) as PNG
 def add_arguments(parser):
     parser.add_argument("latents", help="latents file: spatial (C, h, w) or (B, C, h, w) in the space's denoiser "
                                         "convention, or packed FLUX tokens (B, N, 4·C) with --height/--width")
-    parser.add_argument("--previewer", required=True, help="registry name (see `latent-preview list`) or .safetensors path")
+    parser.add_argument("--previewer", required=True,
+                        help="registry name (see `latent-preview list`), .safetensors weight file, or a TAESD-family "
+                             "decoder file (taesd, taesdxl, taesd3, taef1 .safetensors; taef2 .pth)")
     parser.add_argument("--out", required=True, help="output image (.png, .jpg, .webp, .bmp, .gif, .tif); with several latents in the batch, "
                                            "_0, _1, ... are appended to the name")
     parser.add_argument("--size", type=int, help="upscale so the longer side has this many pixels (default: the previewer's own output size, "
@@ -38,6 +40,7 @@ def run(args) -> int:
     if (args.height is None) != (args.width is None):
         raise ValueError("give both --height and --width (the image size the tokens come from)")
     previewer = load(args.previewer)
+    space = previewer.meta.get("space") or "/".join(previewer.meta.get("spaces", ())) or "?"
     latents = read_latents(args.latents)
     shape = tuple(latents.shape)
     if args.height is not None:
@@ -57,7 +60,7 @@ def run(args) -> int:
         what = "unpack to" if args.height is not None else "have"
         raise ValueError(
             f"{args.latents}: latents of shape {shape} {what} {plural(latents.shape[1], 'channel')}, but previewer "
-            f"{args.previewer!r} ({previewer.meta.get('space', '?')}) takes {previewer.latent_channels}"
+            f"{args.previewer!r} ({space}) takes {previewer.latent_channels}"
             + ("" if args.height is not None else "; packed FLUX tokens (B, N, 4·C) need --height and --width")
         )
     warn_nonfinite(latents, f"in {args.latents}")
@@ -70,5 +73,5 @@ def run(args) -> int:
     paths = [out] if len(images) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(images))]
     for image, path in zip(images, paths):
         save_atomic(Image.fromarray(image), path)
-        print(f"wrote {path} ({image.shape[1]}x{image.shape[0]}, {previewer.meta.get('space', '?')} {previewer.family})")
+        print(f"wrote {path} ({image.shape[1]}x{image.shape[0]}, {space} {previewer.family})")
     return 0

@@ -15,10 +15,13 @@ def add_arguments(parser):
     parser.add_argument("--negative-prompt", help="what the image should not show (pipelines that take one)")
     parser.add_argument("--size", type=int, help="upscale step previews so the longer side has this many pixels "
                                                  "(default: the previewer's output, 1/8 of the image at latent resolution)")
-    parser.add_argument("--previewer", default="auto",
-                        help="registry name or .safetensors path; auto: the shipped one for the model's latent space, "
-                             "else one fitted against the model's VAE on first use (cached); fit: refit that one; "
-                             "vae: the model's own VAE (exact, costly)")
+    parser.add_argument("--preview", "--previewer", dest="previewer", default="auto", metavar="METHOD",
+                        help="how steps are previewed (README, 'Choosing a preview method'): auto (the preferred shipped "
+                             "previewer for the model's latent space, else one fitted against the model's VAE on first "
+                             "use, cached); fit (refit that one); a family shipped for the space: affine (a factor "
+                             "table), conv, upsampler, linear, quadratic, mlp; a TAESD-family decoder file (taesd, "
+                             "taesdxl, taesd3, taef1 .safetensors, taef2 .pth); vae (the model's own VAE, exact and "
+                             "costly: use a large --every); or a registry name or .safetensors weight file")
     parser.add_argument("--source", choices=("auto", "x0", "latents"), default="auto",
                         help="preview the denoised estimate x0, the noisy latents, or x0 where the scheduler gives it exactly")
     parser.add_argument("--allow-download", action="store_true",
@@ -42,6 +45,25 @@ def load_pipeline(model: str, allow_download: bool, dtype):
         if not allow_download:
             hint += ", or add --allow-download to fetch it"
         raise FileNotFoundError(f"no diffusers model {model!r}: {where} ({type(e).__name__}); {hint}") from None
+
+
+def previewer_for(method: str, pipe):
+    """What --preview METHOD means for `pipe`: a family name becomes the shipped previewer of that family
+    for the pipeline's latent space; anything else goes to PreviewCallback.for_pipeline as it is."""
+    from ..callback import auto_previewer
+    from ..families import FAMILIES
+    from ..pipeline_space import resolve_convention
+
+    if method == "taesd":
+        raise ValueError("--preview taesd needs the decoder file: pass its path, e.g. --preview taesd_decoder.safetensors "
+                         "(taesd for SD 1.x/2.x, taesdxl, taesd3, taef1, taef2 for FLUX.2)")
+    if method in FAMILIES:
+        convention = resolve_convention(pipe)
+        if convention.shared_space is None:
+            raise ValueError(f"--preview {method}: no previewers are shipped for {type(pipe).__name__}'s latents "
+                             f"({convention.family}); use --preview auto (fits one against its VAE) or vae")
+        return auto_previewer(convention.shared_space, families=(method,))
+    return method
 
 
 def run(args) -> int:
@@ -75,8 +97,8 @@ def run(args) -> int:
     for key in options:
         if key not in accepted:
             raise ValueError(f"{type(pipe).__name__} takes no {flags.get(key, key)}")
-    cb = PreviewCallback.for_pipeline(pipe, previewer=args.previewer, every=args.every, out_dir=out, source=args.source,
-                                      height=args.height, width=args.width, size=args.size)
+    cb = PreviewCallback.for_pipeline(pipe, previewer=previewer_for(args.previewer, pipe), every=args.every, out_dir=out,
+                                      source=args.source, height=args.height, width=args.width, size=args.size)
     generator = torch.Generator(device).manual_seed(args.seed)
     try:
         images = pipe(args.prompt, generator=generator, callback_on_step_end=cb,

@@ -11,7 +11,8 @@ def add_arguments(parser):
     parser.add_argument("--vae-config", help="diffusers VAE config folder, needed to load a single-file checkpoint offline")
     parser.add_argument("--space", required=True, choices=("sd1", "sdxl", "sd3", "flux1", "flux2"), help="latent space")
     parser.add_argument("--images", required=True, help="held-out image folder (e.g. ../shared/data/kodak24); never fit on it")
-    parser.add_argument("--previewer", help="comma-separated registry names (see `latent-preview list`) or .safetensors paths")
+    parser.add_argument("--previewer", help="comma-separated registry names (see `latent-preview list`), .safetensors "
+                                            "weight files or TAESD-family decoder files (.safetensors/.pth)")
     parser.add_argument("--baselines", action="store_true",
                         help="also score the published factor tables and peer models of --space")
     parser.add_argument("--tile", type=int, default=256, help="held-out tile side in pixels (non-overlapping tiles of each image)")
@@ -31,7 +32,7 @@ def labels(names: list[str]) -> list[str]:
     path as given where the stem would be taken twice (my/sd1-conv.safetensors beside the shipped sd1-conv)."""
     from pathlib import Path
 
-    stems = [Path(n).stem if n.endswith(".safetensors") else n for n in names]
+    stems = [Path(n).stem if n.endswith((".safetensors", ".pth", ".pt")) else n for n in names]
     return [n if stems.count(stem) > 1 and n != stem else stem for n, stem in zip(names, stems)]
 
 
