@@ -45,6 +45,9 @@ def add_arguments(parser):
     model.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate (cosine-annealed)")
     model.add_argument("--patience", type=int, default=10,
                        help="validation passes (every 100 steps) without improvement before stopping early")
+    model.add_argument("--loss", default="mse", choices=("mse", "l1-gradient"),
+                       help="Adam's loss: squared display error, or L1 plus L1 of its spatial differences (values "
+                            "edges); validation and early stopping use PSNR either way")
     model.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
     model.add_argument("--resume", action="store_true",
                        help="continue an Adam fit from its checkpoint (OUT.ckpt beside each output file, written "
@@ -140,7 +143,8 @@ def run(args) -> int:
 
         held = held_out(teacher, args.eval_images, size=args.eval_tile, count=args.eval_count,
                         cache_dir=cache, teacher_id=teacher_id)
-    training = Training(steps=args.steps, batch=args.batch, lr=args.lr, patience=args.patience, seed=args.seed)
+    training = Training(steps=args.steps, batch=args.batch, lr=args.lr, patience=args.patience, seed=args.seed,
+                        loss=args.loss)
     for family in families:
         previewer = fit(teacher, family, pairs, space=args.space, args=arguments[family], device=args.device,
                         ridge=args.ridge, reweight=args.reweight, training=training,
