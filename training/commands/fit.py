@@ -157,6 +157,12 @@ def run(args) -> int:
             previewer.meta["metrics"] = as_metrics(row, held)
             line += (f", held-out PSNR {row.clean['psnr']:.2f} dB clean / {row.noised['psnr']:.2f} dB noised, "
                      f"{row.ms:.2f} ms per 64² latent")
+            if previewer.scale > 1:
+                from training.full_res import full_res_metrics
+
+                full = previewer.meta["metrics"]["full_res"] = full_res_metrics(previewer, teacher, held)
+                line += (f"; pooled {full['pooled']['clean']['psnr']:.2f} dB, ceiling of latent-res previews "
+                         f"{full['ceiling']['clean']['psnr']:.2f} dB, teacher {full['ceiling']['teacher_ms']:.0f} ms")
         path = save(previewer, paths[family])
         print(f"wrote {path} ({args.space} {family} {previewer.args}, {line})")
     return 0
