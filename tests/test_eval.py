@@ -88,3 +88,28 @@ def test_eval_cli_writes_report_and_sheet(tmp_path, capsys):
     assert main(["eval", "--teacher", str(vae), "--space", "sd1", "--images", str(images), "--previewer", str(flux),
                  "--no-cache"]) == 2
     assert "is for space flux1, not sd1" in capsys.readouterr().err
+
+
+def test_full_res_comparison_rows_put_a_full_res_previewer_in_context():
+    import torch.nn.functional as F
+
+    from training.evaluate import HeldOut, evaluate
+    from training.full_res import CEILING, comparison
+
+    class Teacher:
+        scale_factor = 8
+
+        def decode(self, z):  # smooth colours at full resolution: the ceiling is near exact
+            return F.interpolate(torch.sigmoid(z[:, :3]), scale_factor=8, mode="bilinear").clamp(0, 1)
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 4, 4, 4, generator=g)
+    rgb = Teacher().decode(z)
+    data = HeldOut(z, z, rgb, rgb, {})
+    modules = {"aff": affine(4), "up": upsampler(4, width=8, depth=0, stages=(8, 8, 8))}
+    rows = evaluate(modules, data, progress=False)
+    extra = {r.name: r for r in comparison(rows, modules, Teacher(), data, progress=False)}
+    assert set(extra) == {"up, pooled", "aff, bicubic ×8", CEILING}
+    assert extra["up, pooled"].scale == 1 and extra["aff, bicubic ×8"].scale == 8
+    assert extra[CEILING].clean["psnr"] > extra["aff, bicubic ×8"].clean["psnr"] + 3
+    assert comparison([r for r in rows if r.name == "aff"], modules, Teacher(), data, progress=False) == []
