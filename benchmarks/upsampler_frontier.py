@@ -14,7 +14,7 @@ import sys
 
 import torch
 
-from benchmarks.frontier import CROPS, RESULTS, SHARED
+from benchmarks.frontier import CROPS, RESULTS, space_data
 from benchmarks.speed import count_macs, run_model
 from benchmarks.timing import machine, median_seconds, progress, publish
 
@@ -45,22 +45,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="markdown file (default: benchmarks/results/upsampler-frontier-cpu-SPACE.md)")
     args = parser.parse_args(argv)
 
-    from benchmarks.quality import teacher_file
-    from previewers.spaces import get_space
-    from training.data import Crops, default_cache_dir, fingerprint, make_pairs
-    from training.evaluate import evaluate, held_out
+    from training.evaluate import evaluate
     from training.fit import fit
     from training.full_res import CEILING, Ceiling, Pooled
     from training.gradient import Training
-    from training.teachers import load_teacher
 
-    space = get_space(args.space)
-    path = teacher_file(space.teacher)
-    teacher, teacher_id, cache = load_teacher(path), fingerprint(path), default_cache_dir()
-    pairs = make_pairs(teacher, space.kind, images=SHARED / "data" / "train", crops=Crops(**CROPS), noise_mix=0.5,
-                       cache_dir=cache, teacher_id=teacher_id)
-    data = held_out(teacher, SHARED / "data" / "kodak24", count=args.count, cache_dir=cache, teacher_id=teacher_id)
-    context = 5 if args.space == "flux2" else 3
+    space, teacher, pairs, data, context = space_data(args.space, args.count)
 
     torch.set_num_threads(1)
     x = torch.randn(1, space.channels, 64, 64)
