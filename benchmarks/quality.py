@@ -53,7 +53,8 @@ def measure(space: str, count: int | None):
     rows += comparison(rows, modules, teacher, data)  # full-res previewers beside what latent-res ones can show
     note = (f"{len(data.clean)} 256² tiles of kodak24 against {teacher.name}; PSNR/SSIM/ΔE00 on clean latents "
             "and on noised z = 0.5·z + 0.5·ε; latent-resolution outputs against the decode area-pooled to their "
-            "size, full-resolution previewers (scale > 1) against the full-resolution decode, beside themselves pooled, the best '
+            "size, full-resolution previewers (scale > 1) against the full-resolution decode, beside themselves "
+            "pooled, the best "
             "latent-resolution row upscaled bicubically and the ceiling (the teacher's decode pooled and upscaled back; "
             "its ms is the teacher's); ms = median CPU time per 1×C×64² preview "
             "on one thread.")

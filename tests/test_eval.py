@@ -113,3 +113,20 @@ def test_full_res_comparison_rows_put_a_full_res_previewer_in_context():
     assert extra["up, pooled"].scale == 1 and extra["aff, bicubic ×8"].scale == 8
     assert extra[CEILING].clean["psnr"] > extra["aff, bicubic ×8"].clean["psnr"] + 3
     assert comparison([r for r in rows if r.name == "aff"], modules, Teacher(), data, progress=False) == []
+
+
+def test_quality_summary_puts_full_res_previewers_beside_the_upscale_and_the_ceiling():
+    from benchmarks.quality import summary
+    from training.evaluate import Row
+
+    def row(name, kind, scale, psnr):
+        m = {"psnr": psnr, "ssim": 0.8, "ciede2000": 3.0}
+        return Row(name, kind, scale, 10, m, m, 1.0)
+
+    rows = [row("sd1-conv", "conv", 1, 29.0), row("sd1-upsampler", "upsampler", 8, 27.5),
+            row("sd1-upsampler, pooled", "pooled", 1, 28.9), row("sd1-conv, bicubic ×8", "bicubic upscale", 8, 23.1),
+            row("ceiling: teacher pooled, bicubic back", "ceiling", 8, 23.6)]
+    line = summary({"sd1": (rows, "")}).splitlines()[-1]
+    assert "27.50 dB, SSIM 0.800 / 28.90 (sd1-upsampler" in line
+    assert "23.10 / 23.10 (sd1-conv, bicubic ×8)" in line and "23.60 / 23.60 (ceiling" in line
+    assert "29.00 / 29.00 (sd1-conv" in line  # the pooled upsampler is not a latent-res previewer
