@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageEnhance, ImageOps
 from safetensors.torch import load_file, save_file
 
+from previewers.cache import cache_root
 from previewers.latents_io import SUFFIXES as LATENT_SUFFIXES
 from previewers.latents_io import read_latents
 
@@ -221,10 +222,7 @@ def folder_listing(files: list[Path]) -> list:
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("LATENT_PREVIEW_CACHE")
-    if not root:
-        root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "latent-preview"
-    return Path(root) / "pairs"
+    return cache_root() / "pairs"
 
 
 def digest(key: dict) -> str:

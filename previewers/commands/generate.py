@@ -10,7 +10,9 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--every", type=int, default=1, help="preview every K-th step")
     parser.add_argument("--previewer", default="auto",
-                        help="registry name or .safetensors path; auto picks the shipped one for the model's latent space")
+                        help="registry name or .safetensors path; auto: the shipped one for the model's latent space, "
+                             "else one fitted against the model's VAE on first use (cached); fit: refit that one; "
+                             "vae: the model's own VAE (exact, costly)")
     parser.add_argument("--source", choices=("auto", "x0", "latents"), default="auto",
                         help="preview the denoised estimate x0, the noisy latents, or x0 where the scheduler gives it exactly")
     parser.add_argument("--allow-download", action="store_true",

@@ -6,14 +6,24 @@ ARGS_HELP = (
 )
 
 
+REQUIRED = ("teacher", "space", "family", "out")  # unless --pipeline
+
+
 def add_arguments(parser):
+    first_use = parser.add_argument_group("fit on first use")
+    first_use.add_argument("--pipeline", metavar="DIR",
+                           help="diffusers pipeline folder: fit against its own VAE, offline, the previewer that "
+                                "previewer='auto' fits on first use, and store it in the cache (also --out FILE, "
+                                "--device, --convention); the options below are then not used")
+    first_use.add_argument("--convention", help="for a pipeline class not recognised: the family whose latent "
+                                                "convention it shares (e.g. wan, qwenimage)")
     teacher = parser.add_argument_group("teacher")
-    teacher.add_argument("--teacher", required=True,
+    teacher.add_argument("--teacher",
                          help="decoder to imitate: a TAESD-family decoder file (its _encoder sibling is found "
                               "automatically), a diffusers VAE or pipeline folder, or a single-file VAE checkpoint")
     teacher.add_argument("--encoder", help="TAESD encoder file, when it is not the decoder's _encoder sibling")
     teacher.add_argument("--vae-config", help="diffusers VAE config folder, needed to load a single-file checkpoint offline")
-    teacher.add_argument("--space", required=True, choices=("sd1", "sdxl", "sd3", "flux1", "flux2"),
+    teacher.add_argument("--space", choices=("sd1", "sdxl", "sd3", "flux1", "flux2"),
                          help="latent space: sets the noise trajectory (ddpm for sd1/sdxl, flow otherwise) and the file names")
     data = parser.add_argument_group("data")
     data.add_argument("--images", help="folder of training photos (never the benchmark images)")
@@ -31,7 +41,7 @@ def add_arguments(parser):
                                       "else ~/.cache/latent-preview/pairs)")
     data.add_argument("--no-cache", action="store_true", help="recompute pairs and write no cache")
     model = parser.add_argument_group("fitting")
-    model.add_argument("--family", required=True,
+    model.add_argument("--family",
                        help="comma-separated families: linear, affine, quadratic and a one-layer conv (least squares); "
                             "mlp, conv nets and upsampler (Adam)")
     model.add_argument("--args", help=ARGS_HELP)
@@ -53,7 +63,7 @@ def add_arguments(parser):
                        help="continue an Adam fit from its checkpoint (OUT.ckpt beside each output file, written "
                             "after every validation pass and removed when the fit ends); without it a fit starts afresh")
     out = parser.add_argument_group("output")
-    out.add_argument("--out", required=True,
+    out.add_argument("--out",
                      help="output .safetensors file (one family) or folder (files named <space>-<family>[-<variant>].safetensors)")
     out.add_argument("--eval-images", help="held-out image folder: score each fit there and store the numbers in its metadata")
     out.add_argument("--eval-tile", type=int, default=256, help="held-out tile side in pixels (as in `latent-preview eval`)")
@@ -125,6 +135,15 @@ def run(args) -> int:
     from training.fit import fit
     from training.gradient import Training
 
+    if args.pipeline:
+        from training.pipeline_folder import fit_pipeline_folder
+
+        previewer, cached = fit_pipeline_folder(args.pipeline, args.device, args.convention, args.out)
+        print(f"cached {cached}" + (f" and wrote {args.out}" if args.out else ""))
+        return 0
+    missing = [f"--{name}" for name in REQUIRED if not getattr(args, name)]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} required (or fit for a pipeline folder with --pipeline DIR)")
     if not args.images and not args.latents:
         raise ValueError("give --images and/or --latents")
     families = parse_families(args.family)
