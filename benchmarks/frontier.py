@@ -48,6 +48,24 @@ def designs(channels: int, context: int) -> dict:
     }
 
 
+def space_data(name: str, count: int | None):
+    """(space, teacher, training pairs of the refit recipe, held-out kodak24 tiles, linear base kernel) for a space,
+    from the shared cache."""
+    from benchmarks.quality import teacher_file
+    from previewers.spaces import get_space
+    from training.data import Crops, default_cache_dir, fingerprint, make_pairs
+    from training.evaluate import held_out
+    from training.teachers import load_teacher
+
+    space = get_space(name)
+    path = teacher_file(space.teacher)
+    teacher, teacher_id, cache = load_teacher(path), fingerprint(path), default_cache_dir()
+    pairs = make_pairs(teacher, space.kind, images=SHARED / "data" / "train", crops=Crops(**CROPS), noise_mix=0.5,
+                       cache_dir=cache, teacher_id=teacher_id)
+    data = held_out(teacher, SHARED / "data" / "kodak24", count=count, cache_dir=cache, teacher_id=teacher_id)
+    return space, teacher, pairs, data, 5 if name == "flux2" else 3  # FLUX.2 latents need more spatial context
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--space", required=True, choices=("sd1", "sdxl", "sd3", "flux1", "flux2"))
@@ -57,21 +75,11 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="markdown file (default: benchmarks/results/frontier-cpu-SPACE.md)")
     args = parser.parse_args(argv)
 
-    from previewers.spaces import get_space
-    from training.data import Crops, default_cache_dir, fingerprint, make_pairs
-    from training.evaluate import evaluate, held_out
+    from training.evaluate import evaluate
     from training.fit import fit
     from training.gradient import Training
-    from training.teachers import load_teacher
-    from benchmarks.quality import teacher_file
 
-    space = get_space(args.space)
-    path = teacher_file(space.teacher)
-    teacher, teacher_id, cache = load_teacher(path), fingerprint(path), default_cache_dir()
-    pairs = make_pairs(teacher, space.kind, images=SHARED / "data" / "train", crops=Crops(**CROPS), noise_mix=0.5,
-                       cache_dir=cache, teacher_id=teacher_id)
-    data = held_out(teacher, SHARED / "data" / "kodak24", count=args.count, cache_dir=cache, teacher_id=teacher_id)
-    context = 5 if args.space == "flux2" else 3
+    space, teacher, pairs, data, context = space_data(args.space, args.count)
     training = Training(steps=args.steps, batch=args.batch, patience=args.steps)  # a fixed budget for every design
 
     torch.set_num_threads(1)  # tiny nets train about as fast on one thread, and timings need one

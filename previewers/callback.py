@@ -30,24 +30,48 @@ from .vae_preview import VaePreview
 # previewer="auto" takes the first family shipped for the space: latent-resolution families
 # first (cheap at every step; `size=` upscales for display), then the 8x upsampler.
 AUTO_FAMILIES = ("conv", "affine", "mlp", "quadratic", "linear", "upsampler")
+UPSAMPLER_MARGIN = 1.0  # dB above the ceiling: visibly more detail than any upscaled latent-resolution preview
 RESAMPLE = ("nearest", "bilinear")
 FRAMES = ("all", "first")
 
 
-def auto_previewer(space: str, names: list[str] | None = None, families: tuple[str, ...] = AUTO_FAMILIES) -> str:
+def auto_previewer(space: str, names: list[str] | None = None, families: tuple[str, ...] = AUTO_FAMILIES,
+                   metrics: dict | None = None) -> str:
     """Registry name of the preferred shipped previewer for `space` among `families`, in their order
-    (plain names before variants)."""
+    (plain names before variants).
+
+    The space's upsampler replaces the latent-resolution pick where its held-out metrics (`metrics`: name →
+    the file's meta["metrics"]; read from the shipped files when None) say it is the better preview at its cost:
+    full-resolution PSNR at least UPSAMPLER_MARGIN dB above the ceiling of any upscaled latent-resolution preview,
+    pooled PSNR no more than 0.5 dB below the latent-resolution pick's, and at least 10x cheaper than the teacher."""
     names = available() if names is None else names
+    picks = []
     for family in families:
         base = f"{space}-{family}"
         matches = [n for n in names if n == base] or sorted(n for n in names if n.startswith(base + "-"))
-        if matches:
-            return matches[0]
-    kind = "" if families == AUTO_FAMILIES else "/".join(families) + " "
-    raise ValueError(
-        f"no shipped {kind}previewer for latent space {space!r} (shipped: {', '.join(names) or 'none'}); "
-        "fit one with `latent-preview fit` and pass previewer=PATH"
-    )
+        picks += matches[:1]
+    if not picks:
+        kind = "" if families == AUTO_FAMILIES else "/".join(families) + " "
+        raise ValueError(
+            f"no shipped {kind}previewer for latent space {space!r} (shipped: {', '.join(names) or 'none'}); "
+            "fit one with `latent-preview fit` and pass previewer=PATH"
+        )
+    upsampler, first = next((n for n in picks if n.split("-")[1] == "upsampler"), None), picks[0]
+    if upsampler is None or upsampler == first:
+        return first
+    if metrics is None:
+        from .registry import weights_dir
+        from .weightfile import read_config
+
+        metrics = {n: read_config(weights_dir() / f"{n}.safetensors").get("metrics") or {} for n in (first, upsampler)}
+    up, latent = metrics.get(upsampler) or {}, metrics.get(first) or {}
+    full = up.get("full_res")
+    if not full or "clean" not in latent:
+        return first  # files from before the full-resolution comparison: no evidence for the upsampler
+    better = (up["clean"]["psnr"] >= full["ceiling"]["clean"]["psnr"] + UPSAMPLER_MARGIN
+              and full["pooled"]["clean"]["psnr"] >= latent["clean"]["psnr"] - 0.5
+              and up["ms_per_64x64"] * 10 <= full["ceiling"]["teacher_ms"])
+    return upsampler if better else first
 
 
 class PreviewCallback:

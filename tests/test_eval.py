@@ -113,3 +113,45 @@ def test_eval_sheet_labels_rows_in_words(photos, tmp_path):  # noqa: F811
     band = np.asarray(sheet.convert("L"))[LABEL + 64:, :LEFT]  # the noised row's label band
     dark = np.nonzero((band < 128).any(0))[0]
     assert dark.max() - dark.min() >= word - 4  # the whole word is written, not an initial
+
+
+def test_full_res_comparison_rows_put_a_full_res_previewer_in_context():
+    import torch.nn.functional as F
+
+    from training.evaluate import HeldOut, evaluate
+    from training.full_res import CEILING, comparison
+
+    class Teacher:
+        scale_factor = 8
+
+        def decode(self, z):  # smooth colours at full resolution: the ceiling is near exact
+            return F.interpolate(torch.sigmoid(z[:, :3]), scale_factor=8, mode="bilinear").clamp(0, 1)
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 4, 4, 4, generator=g)
+    rgb = Teacher().decode(z)
+    data = HeldOut(z, z, rgb, rgb, {})
+    modules = {"aff": affine(4), "up": upsampler(4, width=8, depth=0, stages=(8, 8, 8))}
+    rows = evaluate(modules, data, progress=False)
+    extra = {r.name: r for r in comparison(rows, modules, Teacher(), data, progress=False)}
+    assert set(extra) == {"up, pooled", "aff, bicubic ×8", CEILING}
+    assert extra["up, pooled"].scale == 1 and extra["aff, bicubic ×8"].scale == 8
+    assert extra[CEILING].clean["psnr"] > extra["aff, bicubic ×8"].clean["psnr"] + 3
+    assert comparison([r for r in rows if r.name == "aff"], modules, Teacher(), data, progress=False) == []
+
+
+def test_quality_summary_puts_full_res_previewers_beside_the_upscale_and_the_ceiling():
+    from benchmarks.quality import summary
+    from training.evaluate import Row
+
+    def row(name, kind, scale, psnr):
+        m = {"psnr": psnr, "ssim": 0.8, "ciede2000": 3.0}
+        return Row(name, kind, scale, 10, m, m, 1.0)
+
+    rows = [row("sd1-conv", "conv", 1, 29.0), row("sd1-upsampler", "upsampler", 8, 27.5),
+            row("sd1-upsampler, pooled", "pooled", 1, 28.9), row("sd1-conv, bicubic ×8", "bicubic upscale", 8, 23.1),
+            row("ceiling: teacher pooled, bicubic back", "ceiling", 8, 23.6)]
+    line = summary({"sd1": (rows, "")}).splitlines()[-1]
+    assert "27.50 dB, SSIM 0.800 / 28.90 (sd1-upsampler" in line
+    assert "23.10 / 23.10 (sd1-conv, bicubic ×8)" in line and "23.60 / 23.60 (ceiling" in line
+    assert "29.00 / 29.00 (sd1-conv" in line  # the pooled upsampler is not a latent-res previewer

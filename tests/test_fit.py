@@ -332,3 +332,31 @@ def test_an_interrupted_fit_resumes_to_the_same_result(one_thread, tmp_path, mon
     gradient.save_checkpoint(checkpoint, {"key": {"family": "conv"}})
     with pytest.raises(ValueError, match="checkpoint of a different fit"):
         fit(PlantedTeacher(), "mlp", pairs, checkpoint=checkpoint, resume=True, **kwargs)
+
+
+def test_a_short_upsampler_fit_improves_full_resolution_psnr_over_its_start(shared, one_thread):
+    teacher = load_teacher(shared / "models" / "teachers" / "taesd_decoder.safetensors")
+    pairs = make_pairs(teacher, "ddpm", images=shared / "data" / "train", crops=Crops(count=24, size=64), progress=False)
+    args = {"width": 16, "depth": 1, "stages": [8, 8, 8], "upsample": "shuffle", "base": 3}
+    p = fit(teacher, "upsampler", pairs, space="sd1", args=args, device="cpu", progress=False,
+            training=Training(steps=120, batch=8, crop=8, eval_every=40, lr=3e-3, patience=100))
+    result = p.meta["recipe"]["result"]
+    # the start is the least-squares 3x3 conv upscaled bilinearly; validation PSNR is at full resolution
+    assert result["val_psnr"] > result["start_val_psnr"] + 0.2 and result["best_step"] > 0
+    assert p.scale == 8 and p.meta["recipe"]["training"]["loss"] == "mse"
+
+
+def test_the_edge_loss_is_l1_plus_l1_of_the_error_differences():
+    from training.gradient import training_loss
+
+    target = torch.zeros(1, 3, 4, 4)
+    target[..., 2:] = 1.0  # a vertical edge
+    blurred = target.clone()
+    blurred[..., 1:3] = 0.5  # the same edge spread over two more columns
+    e = blurred - target  # nothing is clipped: the display clamp hides no error here
+    expected = e.abs().mean() + (e[..., 1:] - e[..., :-1]).abs().mean() + (e[..., 1:, :] - e[..., :-1, :]).abs().mean()
+    torch.testing.assert_close(training_loss(blurred, target, "l1-gradient"), expected)
+    assert training_loss(target, target, "l1-gradient") == 0
+    with pytest.raises(ValueError, match="unknown loss 'ssim'"):
+        fit(PlantedTeacher(), "mlp", planted_pairs(latents(n=4), torch.rand(4, 3, 8, 8)), space="sd1", device="cpu",
+            training=Training(steps=1, loss="ssim"), progress=False)

@@ -55,6 +55,9 @@ def add_arguments(parser):
     model.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate (cosine-annealed)")
     model.add_argument("--patience", type=int, default=10,
                        help="validation passes (every 100 steps) without improvement before stopping early")
+    model.add_argument("--loss", default="mse", choices=("mse", "l1-gradient"),
+                       help="Adam's loss: squared display error, or L1 plus L1 of its spatial differences (values "
+                            "edges); validation and early stopping use PSNR either way")
     add_device_argument(model, "device for the teacher and the Adam fits")
     model.add_argument("--resume", action="store_true",
                        help="continue an Adam fit from its checkpoint (OUT.ckpt beside each output file, written "
@@ -192,7 +195,8 @@ def run(args) -> int:
 
         held = held_out(teacher, args.eval_images, size=args.eval_tile, count=args.eval_count,
                         cache_dir=cache, teacher_id=teacher_id)
-    training = Training(steps=args.steps, batch=args.batch, lr=args.lr, patience=args.patience, seed=args.seed)
+    training = Training(steps=args.steps, batch=args.batch, lr=args.lr, patience=args.patience, seed=args.seed,
+                        loss=args.loss)
     for family in families:
         previewer = fit(teacher, family, pairs, space=args.space, args=arguments[family], device=args.device,
                         ridge=args.ridge, reweight=args.reweight, training=training,
@@ -205,6 +209,12 @@ def run(args) -> int:
             previewer.meta["metrics"] = as_metrics(row, held)
             line += (f", held-out PSNR {row.clean['psnr']:.2f} dB clean / {row.noised['psnr']:.2f} dB noised on "
                      f"{len(held.clean)} {args.eval_tile}² tiles of {args.eval_images}, {row.ms:.2f} ms per 64² latent")
+            if previewer.scale > 1:
+                from training.full_res import full_res_metrics
+
+                full = previewer.meta["metrics"]["full_res"] = full_res_metrics(previewer, teacher, held)
+                line += (f"; pooled {full['pooled']['clean']['psnr']:.2f} dB, ceiling of latent-res previews "
+                         f"{full['ceiling']['clean']['psnr']:.2f} dB, teacher {full['ceiling']['teacher_ms']:.0f} ms")
         path = save(previewer, paths[family])
         print(f"wrote {path} ({args.space} {family} {previewer.args}, {line})")
     return 0
