@@ -1,27 +1,30 @@
 #!/usr/bin/env bash
-# Refit the shipped previewers of one latent space into weights/:  bash benchmarks/fit_weights.sh SPACE [--device cuda]
-# Teacher: the space's TAESD-family decoder in ../shared; training crops: ../shared/data/train; held-out
-# metrics (stored in each file): ../shared/data/kodak24. Pairs are cached, so the families after the
-# first reuse the same encoded and decoded crops. Extra arguments go to every `latent-preview fit`.
+# Refit the shipped previewers of one latent space into weights/:  bash benchmarks/fit_weights.sh SPACE [--device cuda] [--resume]
+# Teacher: the space's TAESD-family decoder in ../shared; training crops: ../shared/data/train (2,048 augmented 128²
+# crops, half of them noised along the space's trajectory); held-out metrics (stored in each file):
+# ../shared/data/kodak24. Pairs are cached, so the families after the first reuse the same encoded and decoded crops.
+# Extra arguments go to every `latent-preview fit` (--resume continues killed Adam fits from their checkpoints).
 set -euo pipefail
 space=${1:?usage: fit_weights.sh sd1|sdxl|sd3|flux1|flux2 [fit options]}; shift
 root=$(cd "$(dirname "$0")/.." && pwd)
 shared=$root/../shared
+# conv: a residual net on a linear k×k conv (`base`), sized for the speed floor (≥ 5,000× faster than the full VAE
+# decode, ≥ 400× faster than the teacher): about 11-14 k multiply-accumulates per latent pixel. With 16 or 32
+# channels the first layer is a 1x1 mix, so the 3x3 layers work on 32 channels whatever the latent width.
 case $space in
-  sd1) teacher=taesd_decoder.safetensors; context=3; net='{"channels": [64, 64], "kernels": [3, 3, 1]}' ;;
-  sdxl) teacher=taesdxl_decoder.safetensors; context=3; net='{"channels": [64, 64], "kernels": [3, 3, 1]}' ;;
-  sd3) teacher=taesd3_decoder.safetensors; context=3; net='{"channels": [64, 64], "kernels": [3, 3, 1]}' ;;
-  flux1) teacher=taef1_decoder.safetensors; context=3; net='{"channels": [64, 64], "kernels": [3, 3, 1]}' ;;
-  # FLUX.2 latents need more spatial context (5x5 beats 3x3 by ~1.7 dB as a linear conv): 7x7 for the net.
-  flux2) teacher=taef2_decoder.pth; context=5; net='{"channels": [64, 48], "kernels": [3, 3, 3]}' ;;
+  sd1) teacher=taesd_decoder.safetensors; context=3; net='{"channels": [32, 32], "kernels": [3, 3, 1], "base": 3}' ;;
+  sdxl) teacher=taesdxl_decoder.safetensors; context=3; net='{"channels": [32, 32], "kernels": [3, 3, 1], "base": 3}' ;;
+  sd3) teacher=taesd3_decoder.safetensors; context=3; net='{"channels": [32, 32], "kernels": [1, 3, 3], "base": 3}' ;;
+  flux1) teacher=taef1_decoder.safetensors; context=3; net='{"channels": [32, 32], "kernels": [1, 3, 3], "base": 3}' ;;
+  # FLUX.2 latents need more spatial context (5x5 beats 3x3 by ~1.7 dB as a linear conv).
+  flux2) teacher=taef2_decoder.pth; context=5; net='{"channels": [32, 32], "kernels": [1, 3, 3], "base": 5}' ;;
   *) echo "unknown space $space (sd1, sdxl, sd3, flux1, flux2)" >&2; exit 2 ;;
 esac
 fit() {
-  latent-preview fit --teacher "$shared/models/teachers/$teacher" --space "$space" --images "$shared/data/train" \
-    --eval-images "$shared/data/kodak24" --out "$root/weights" "$@"
+  python -m previewers fit --teacher "$shared/models/teachers/$teacher" --space "$space" --images "$shared/data/train" \
+    --crops 2048 --crop-size 128 --augment 0.5 --eval-images "$shared/data/kodak24" --out "$root/weights" --force "$@"
 }
 fit --family linear,affine,quadratic "$@"
 fit --family conv --variant fast --args "{\"channels\": [], \"kernels\": [$context]}" "$@"
-fit --family mlp --steps 1500 "$@"
-fit --family conv --args "$net" --steps 1500 "$@"
-fit --family upsampler --steps 1200 --batch 8 "$@"
+fit --family mlp --args '{"hidden": [32, 32], "base": 1}' --steps 20000 --batch 64 --patience 40 "$@"
+fit --family conv --args "$net" --steps 30000 --batch 64 --patience 40 "$@"

@@ -27,7 +27,6 @@ from benchmarks.reference import decoder_parameters, full_vae
 from benchmarks.timing import machine, median_seconds, progress, publish
 from training.gradient import resolve_device
 from previewers import FAMILIES, SPACES, Previewer, available, build, load
-from training.teachers import load_teacher
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"  # ../shared beside the checkout
 TEACHERS = SHARED / "models" / "teachers"
@@ -73,12 +72,12 @@ def previewers_for(space: str) -> list[tuple[str, Previewer]]:
 
 
 def teacher_for(space: str, device: torch.device):
-    """(name, decoder network) of the space's teacher from ../shared, or None when it is not there."""
+    """(name, decoder) of the space's teacher from ../shared, or None when it is not there; the decoder
+    as a previewer (`previewers.load` of the TAESD file), so the row is what the callback runs."""
     files = sorted(TEACHERS.glob(f"{SPACES[space].teacher}_decoder.*"))
     if not files:
         return None
-    teacher = load_teacher(files[0], device=device)
-    return teacher.name, teacher.decoder
+    return SPACES[space].teacher, load(files[0]).to(device)
 
 
 def count_macs(call, module: torch.nn.Module, x: torch.Tensor) -> int:

@@ -11,36 +11,67 @@ previewer itself: conversion runs on the latents' device and files are written b
 thread (previewers/sinks.py). A failing preview warns once and never breaks the run.
 """
 
+import os
+import time
 import warnings
 
 import torch
 
+from .conventions import PipelineLatents, bind
 from .denoised import Source, make_source
 from .families import Previewer
 from .images import resize, to_uint8
-from .pipeline_space import Layout, check_vae_convention, detect_space, latent_channels, layout_for
+from .nonfinite import NonFiniteWatch
+from .pipeline_space import check_vae_convention, latent_channels, resolve_convention, vae_mismatch
 from .registry import available, load
 from .sinks import PreviewWriter
-from .spaces import SPACES
+from .vae_preview import VaePreview
 
 # previewer="auto" takes the first family shipped for the space: latent-resolution families
 # first (cheap at every step; `size=` upscales for display), then the 8x upsampler.
 AUTO_FAMILIES = ("conv", "affine", "mlp", "quadratic", "linear", "upsampler")
+UPSAMPLER_MARGIN = 1.0  # dB above the ceiling: visibly more detail than any upscaled latent-resolution preview
 RESAMPLE = ("nearest", "bilinear")
+FRAMES = ("all", "first")
 
 
-def auto_previewer(space: str, names: list[str] | None = None) -> str:
-    """Registry name of the preferred shipped previewer for `space` (plain names before variants)."""
+def auto_previewer(space: str, names: list[str] | None = None, families: tuple[str, ...] = AUTO_FAMILIES,
+                   metrics: dict | None = None) -> str:
+    """Registry name of the preferred shipped previewer for `space` among `families`, in their order
+    (plain names before variants).
+
+    The space's upsampler replaces the latent-resolution pick where its held-out metrics (`metrics`: name →
+    the file's meta["metrics"]; read from the shipped files when None) say it is the better preview at its cost:
+    full-resolution PSNR at least UPSAMPLER_MARGIN dB above the ceiling of any upscaled latent-resolution preview,
+    pooled PSNR no more than 0.5 dB below the latent-resolution pick's, and at least 10x cheaper than the teacher."""
     names = available() if names is None else names
-    for family in AUTO_FAMILIES:
+    picks = []
+    for family in families:
         base = f"{space}-{family}"
         matches = [n for n in names if n == base] or sorted(n for n in names if n.startswith(base + "-"))
-        if matches:
-            return matches[0]
-    raise ValueError(
-        f"no shipped previewer for latent space {space!r} (shipped: {', '.join(names) or 'none'}); "
-        "fit one with `latent-preview fit` and pass previewer=PATH"
-    )
+        picks += matches[:1]
+    if not picks:
+        kind = "" if families == AUTO_FAMILIES else "/".join(families) + " "
+        raise ValueError(
+            f"no shipped {kind}previewer for latent space {space!r} (shipped: {', '.join(names) or 'none'}); "
+            "fit one with `latent-preview fit` and pass previewer=PATH"
+        )
+    upsampler, first = next((n for n in picks if n.split("-")[1] == "upsampler"), None), picks[0]
+    if upsampler is None or upsampler == first:
+        return first
+    if metrics is None:
+        from .registry import weights_dir
+        from .weightfile import read_config
+
+        metrics = {n: read_config(weights_dir() / f"{n}.safetensors").get("metrics") or {} for n in (first, upsampler)}
+    up, latent = metrics.get(upsampler) or {}, metrics.get(first) or {}
+    full = up.get("full_res")
+    if not full or "clean" not in latent:
+        return first  # files from before the full-resolution comparison: no evidence for the upsampler
+    better = (up["clean"]["psnr"] >= full["ceiling"]["clean"]["psnr"] + UPSAMPLER_MARGIN
+              and full["pooled"]["clean"]["psnr"] >= latent["clean"]["psnr"] - 0.5
+              and up["ms_per_64x64"] * 10 <= full["ceiling"]["teacher_ms"])
+    return upsampler if better else first
 
 
 class PreviewCallback:
@@ -51,7 +82,11 @@ class PreviewCallback:
       previewer: a Previewer; input (B, C, h, w) → RGB (B, 3, H, W) in [0, 1]. Moved to the
         latents' device on first use.
       source: a denoised.Source choosing x0 or latents per step (None: latents as handed over).
-      layout: maps the pipeline's latents to (B, C, h, w) (None: they already are).
+      layout: the pipeline's latent convention bound to its VAE (conventions.PipelineLatents), which maps
+        its latents to (B, T, C, h, w) frames (None: they are (B, C, h, w) already).
+      frames: for video latents, "all" tiles every latent frame in order in each step preview,
+        "first" previews only the first (cheap); the run ends with `video.<animation>` of the last
+        previewed step's frames, and on_preview gets, per image, the list of its frames.
       every: preview invocations 0, every, 2·every, ... (each invocation is one step; PNDM calls
         back more often than num_inference_steps).
       out_dir: writes out_dir/step_0007_img0.png per step and image, and at the end of the run
@@ -65,9 +100,9 @@ class PreviewCallback:
 
     tensor_inputs = ["latents"]
 
-    def __init__(self, previewer: Previewer, source: Source | None = None, layout: Layout | None = None, every: int = 1,
-                 out_dir=None, on_preview=None, size: int | None = None, resample: str = "nearest",
-                 animation: str | None = "gif", sheet: bool = True, keep: bool = False):
+    def __init__(self, previewer: Previewer, source: Source | None = None, layout: PipelineLatents | None = None,
+                 every: int = 1, out_dir=None, on_preview=None, size: int | None = None, resample: str = "nearest",
+                 animation: str | None = "gif", sheet: bool = True, keep: bool = False, frames: str = "all"):
         if not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive integer, got {every!r}")
         if size is not None and (not isinstance(size, int) or size < 1):
@@ -76,53 +111,80 @@ class PreviewCallback:
             raise ValueError(f"resample must be one of {', '.join(RESAMPLE)}, got {resample!r}")
         if on_preview is not None and not callable(on_preview):
             raise ValueError("on_preview must be a function (step, timestep, images)")
+        if frames not in FRAMES:
+            raise ValueError(f"frames must be one of {', '.join(FRAMES)}, got {frames!r}")
         self.previewer = previewer.eval().requires_grad_(False)
         self.source = source
         self.layout = layout
         self.every = every
         self.size = size
         self.resample = resample
+        self.frames = frames
+        self.video = layout is not None and layout.convention.layout == "video"
         self.writer = PreviewWriter(out_dir, on_preview, keep, animation, sheet)
+        self.nonfinite = NonFiniteWatch()  # warns once per run about NaN/inf latents
         self.count = 0  # invocations in this run
+        self.step_end = None  # when the previous invocation returned (perf_counter), to time a denoising step
+        self.decode_timed = not isinstance(previewer, VaePreview)  # only a full VAE decode is worth timing
 
     @classmethod
     def for_pipeline(cls, pipe, previewer="auto", every: int = 1, out_dir=None, on_preview=None, source: str = "auto",
                      space: str | None = None, height: int | None = None, width: int | None = None,
                      size: int | None = None, resample: str = "nearest", animation: str | None = "gif",
-                     sheet: bool = True, keep: bool = False) -> "PreviewCallback":
-        """A callback for `pipe` (SD 1.x/2.x, SDXL, SD3, FLUX.1, FLUX.2 pipelines).
+                     sheet: bool = True, keep: bool = False, frames: str = "all", convention=None,
+                     progress: bool = True) -> "PreviewCallback":
+        """A callback for `pipe`: any pipeline family in previewers/conventions.py (SD 1.x/2.x, SDXL, SD3,
+        FLUX.1/.2, Chroma, Z-Image, HiDream, Lumina 2, Qwen-Image, CogView4, Sana, HunyuanImage, Wan,
+        HunyuanVideo, Mochi), or another pipeline with a `vae` whose convention is stated.
 
-        previewer: "auto" (the preferred shipped previewer for the space), a registry name, a
-          .safetensors path, or a loaded Previewer.
+        previewer: "auto" (the preferred shipped previewer for the space when the pipeline's VAE matches
+          its convention, else one fitted against `pipe.vae` on first use and cached on disk), "fit"
+          (refit that one), "vae" (the pipeline's own VAE, decoding exactly as the pipeline does), a
+          registry name, a .safetensors path, a TAESD-family decoder file (.safetensors/.pth), a
+          diffusers AutoencoderTiny, or a loaded Previewer.
         source: "auto" (x0 where it is exact for the scheduler, else latents), "x0", "latents";
           see previewers/denoised.py for what each scheduler gives. Build the callback after
           choosing the pipeline's scheduler.
-        space: the latent space, for pipelines not recognised by class (sd1, sdxl, sd3, flux1, flux2).
-        height, width: the image size in pixels the pipeline runs at; FLUX pipelines hand over
-          packed tokens that do not carry it (default: the pipeline's default size).
+        space: the shipped latent space (sd1, sdxl, sd3, flux1, flux2) of a pipeline not recognised by class.
+        convention: for a pipeline not recognised by class, the family whose latent convention it
+          shares (e.g. "wan", "qwenimage"; see previewers.conventions.CONVENTIONS) or a Convention.
+        height, width: the image size in pixels the pipeline runs at; packed-token pipelines (FLUX,
+          Chroma, Qwen-Image) hand over tokens that do not carry it (default: the pipeline's default size).
+        frames: "all" or "first" latent frames of video latents in each step preview.
+        progress: show the progress of a fit on first use.
         Other arguments: see the class docstring.
         """
-        space = space or detect_space(pipe)
-        if space not in SPACES:
-            raise ValueError(f"unknown latent space {space!r}; known: {', '.join(SPACES)}")
+        conv = resolve_convention(pipe, space, convention)
+        latents = bind(pipe, conv, height, width)
         channels = latent_channels(pipe)
-        if isinstance(previewer, str) and previewer == "auto":
-            check_vae_convention(pipe, space)
-            previewer = auto_previewer(space)
-        name = f"{previewer.family} previewer" if isinstance(previewer, Previewer) else f"previewer {str(previewer)!r}"
-        if not isinstance(previewer, Previewer):
-            previewer = load(previewer)
+        shipped = conv.shared_space
+        matches = shipped is not None and vae_mismatch(pipe, shipped) is None
+        pipe_space = shipped if matches else conv.family
+        if isinstance(previewer, str) and previewer in ("auto", "fit"):
+            if previewer == "auto" and matches:
+                previewer = auto_previewer(shipped)
+            else:
+                from .first_use import fitted_previewer
+
+                previewer = fitted_previewer(latents, refit=previewer == "fit", progress=progress)
+        elif isinstance(previewer, str) and previewer == "vae":
+            previewer = VaePreview(latents)
+        name = f"previewer {str(previewer)!r}" if isinstance(previewer, (str, os.PathLike)) else None
+        if not isinstance(previewer, (Previewer, VaePreview)):
+            previewer = load(previewer)  # also TAESD-family decoder files and a diffusers AutoencoderTiny
+        name = name or f"{previewer.family} previewer"
         if previewer.latent_channels != channels:
             raise ValueError(
                 f"{name} takes {previewer.latent_channels}-channel latents, but {type(pipe).__name__}'s "
-                f"VAE makes {channels}-channel ones ({space}); pass a previewer for this space"
+                f"VAE makes {channels}-channel ones ({pipe_space}); pass a previewer for this space"
             )
-        if previewer.meta.get("space", space) != space:
+        if shipped is not None and not matches and previewer.meta.get("space") == shipped:
+            check_vae_convention(pipe, shipped)
+        elif previewer.meta.get("space", pipe_space) != pipe_space:
             warnings.warn(f"{name} was fitted for latent space {previewer.meta['space']!r}, but {type(pipe).__name__} "
-                          f"works in {space!r}: its colours will be off", stacklevel=2)
-        layout = layout_for(pipe, space, height, width)
-        return cls(previewer, make_source(pipe.scheduler, source, pipe), layout, every, out_dir, on_preview, size,
-                   resample, animation, sheet, keep)
+                          f"works in {pipe_space!r}: its colours will be off", stacklevel=2)
+        return cls(previewer, make_source(pipe.scheduler, source, pipe), latents, every, out_dir, on_preview, size,
+                   resample, animation, sheet, keep, frames)
 
     @property
     def images(self) -> dict[int, list]:
@@ -135,6 +197,7 @@ class PreviewCallback:
             self.preview(pipe, step, timestep, callback_kwargs)
         except Exception as e:  # a preview must never break a long generation
             self.writer.warn_once("preview", f"step preview failed ({type(e).__name__}: {e})")
+        self.step_end = time.perf_counter()
         return callback_kwargs
 
     @torch.no_grad()
@@ -146,6 +209,8 @@ class PreviewCallback:
             if self.count:
                 self.writer.finish()  # the summary of a previous run that was cut short
                 self.writer.new_run()
+            self.nonfinite.poll()  # after finish(): every count of the previous run has landed
+            self.nonfinite.reset()
             self.count = 0
             if self.source is not None:
                 self.source.reset()
@@ -154,24 +219,52 @@ class PreviewCallback:
         wanted = n % self.every == 0
         x = self.source(latents, timestep, wanted) if self.source is not None else latents if wanted else None
         if x is not None:
-            self.writer.put(n, timestep, self.render(x))
+            self.nonfinite(x, n)
+            if not self.decode_timed and step > 0 and self.step_end is not None:
+                self.writer.put(n, timestep, self.timed_render(x))
+            else:
+                self.writer.put(n, timestep, self.render(x))
         total = getattr(pipe, "num_timesteps", None)
         if isinstance(total, int) and n + 1 >= total:
             self.writer.finish()
+            self.nonfinite.poll()
 
     def render(self, x: torch.Tensor) -> torch.Tensor:
-        """Latents in the pipeline's layout → (B, H, W, 3) uint8 frames on the same device."""
-        if self.layout is not None:
-            x = self.layout(x)
-        if self.previewer.in_scale.device != x.device:
-            self.previewer.to(x.device)
-        rgb = self.previewer(x)
+        """Latents in the pipeline's layout → uint8 frames on the same device: (B, H, W, 3), or
+        (B, T, H, W, 3) for video latents."""
+        frames = self.layout.frames(x) if self.layout is not None else x[:, None]  # (B, T, C, h, w)
+        if self.frames == "first":
+            frames = frames[:, :1]
+        if isinstance(self.previewer, VaePreview):
+            rgb = self.previewer(frames)  # the VAE stays where the pipeline put it
+        else:
+            if self.previewer.in_scale.device != x.device:
+                self.previewer.to(x.device)
+            rgb = self.previewer(frames.flatten(0, 1)).unflatten(0, frames.shape[:2])
+        b, t = rgb.shape[:2]
+        rgb = rgb.flatten(0, 1)
         if self.size is not None:
             rgb = resize(rgb, self.size, self.resample)
-        return to_uint8(rgb)
+        out = to_uint8(rgb).unflatten(0, (b, t))
+        return out if self.video else out[:, 0]
+
+    def timed_render(self, x: torch.Tensor) -> torch.Tensor:
+        """render(), warning once when it takes longer than the denoising step before it (VAE decodes only)."""
+        sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
+        sync()  # timing a full decode is worth one wait for the GPU
+        start = time.perf_counter()
+        out = self.render(x)
+        sync()
+        cost, step = time.perf_counter() - start, start - self.step_end
+        self.decode_timed = True
+        if cost > step:
+            self.writer.warn_once("vae cost", f"previewer='vae' takes {cost:.2f} s per preview, more than a denoising "
+                                              f"step ({step:.2f} s); preview less often with every=K")
+        return out
 
     def close(self) -> None:
         """Write what is pending (and the animation and sheet), stop the writer thread, remove the x0 hook."""
+        self.nonfinite.poll(wait=True)
         self.writer.close()
         if self.source is not None:
             self.source.close()

@@ -9,14 +9,18 @@ import argparse
 import importlib
 import sys
 
+from .commands import MissingDependency
+
 COMMANDS = {
     "list": "previewers.commands.list",
     "decode": "previewers.commands.decode",
     "demo": "previewers.commands.demo",
     "generate": "previewers.commands.generate",
+    "cache": "previewers.commands.cache",
     "fit": "training.commands.fit",
     "eval": "training.commands.eval",
     "export": "training.commands.export",
+    "encode": "training.commands.encode",
 }
 
 
@@ -45,7 +49,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, ConnectionError) as e:  # ConnectionError: a data-parallel run lost a process
+    except (ValueError, FileNotFoundError, MissingDependency, ConnectionError) as e:  # ConnectionError: a data-parallel run lost a process
         print(f"latent-preview {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -162,17 +162,23 @@ def quadratic(latent_channels: int) -> Previewer:
 class Residual(nn.Module):
     """base(x) + net(x): a linear map that least squares fits exactly (an affine 1x1 or a linear k×k conv)
     plus a net that learns what it misses. Fitters solve `base` in closed form and start `net` with a
-    zero last layer, so training begins at the closed-form solution and can only improve on it."""
+    zero last layer, so training begins at the closed-form solution and can only improve on it.
+    With scale > 1 (the upsampler) the base works at latent resolution and its RGB is upscaled bilinearly
+    to the net's full-resolution output, so the net starts at the upscaled linear preview."""
 
     folds_input = True
 
-    def __init__(self, base: InputConv, net: Layers):
+    def __init__(self, base: InputConv, net: Layers, scale: int = 1):
         super().__init__()
         self.base = base
         self.net = net
+        self.scale = scale
 
     def forward(self, x: torch.Tensor, scale: torch.Tensor | None = None, shift: torch.Tensor | None = None) -> torch.Tensor:
-        return self.net(x, scale, shift).add_(self.base(x, scale, shift))
+        base = self.base(x, scale, shift)
+        if self.scale > 1:
+            base = F.interpolate(base, scale_factor=self.scale, mode="bilinear", align_corners=False)
+        return self.net(x, scale, shift).add_(base)
 
 
 def linear_base(latent_channels: int, kernel: int) -> InputConv:
@@ -217,22 +223,66 @@ def conv(latent_channels: int, channels: tuple[int, ...] = (64, 64), kernels: tu
     return Previewer("conv", latent_channels, body, args=args, memory_format=torch.channels_last)
 
 
-def upsampler(latent_channels: int, width: int = 64, depth: int = 2, stages: tuple[int, ...] = (48, 32, 16)) -> Previewer:
-    """Tiny conv decoder to full resolution. A trunk at latent resolution, where convs are cheap
-    (conv to `width`, then `depth` more 3x3 convs), then one stage per entry of `stages`: nearest 2x
-    upsample and a 3x3 conv to that width; a final 3x3 conv to RGB. ReLU after every conv but the
-    last. Output is 2**len(stages) times the latent size (8x for SD-style VAEs). Its zero padding
-    keeps the normalisation a separate step (it would not fold exactly)."""
-    layers: list[nn.Module] = [nn.Conv2d(latent_channels, width, 3, padding=1), nn.ReLU(inplace=True)]
-    for _ in range(depth):
-        layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True)]
+class ResidualBlock(nn.Module):
+    """x + conv(relu(conv(x))): two 3x3 convs at constant width, the trunk's unit of depth."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.convs = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, padding_mode="replicate"), nn.ReLU(inplace=True),
+                                   nn.Conv2d(width, width, 3, padding=1, padding_mode="replicate"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.convs(x).add_(x)
+
+
+UPSAMPLES = ("nearest", "shuffle")
+
+
+def upsampler(latent_channels: int, width: int = 64, depth: int = 2, stages: tuple[int, ...] = (48, 32, 16),
+              upsample: str = "nearest", base: int = 0) -> Previewer:
+    """Tiny conv decoder to full resolution: a trunk at latent resolution, where convs are cheap, then one
+    2x stage per entry of `stages` (its output width); a final 3x3 conv to RGB. Output is 2**len(stages)
+    times the latent size (8x for SD-style VAEs, 4x: a half-resolution preview). ReLU after every conv but
+    the last.
+
+    upsample="shuffle" (the shipped design): conv to `width`, `depth` ResidualBlocks, and per stage a 3x3
+    conv to 4·width at the current resolution followed by a pixel shuffle (learned sub-pixel upsampling:
+    the conv runs at the lower resolution); replicate padding, so the input normalisation folds into the
+    first conv. base=k > 0 adds the net to a least-squares linear k×k conv upscaled bilinearly (Residual).
+    upsample="nearest" (the first design, kept so its files load unchanged): conv to `width`, `depth` more
+    3x3 convs, per stage a nearest 2x upsample and a 3x3 conv; zero padding, so the normalisation stays a
+    separate step (it would not fold exactly)."""
+    if upsample not in UPSAMPLES:
+        raise ValueError(f"upsample must be one of {', '.join(UPSAMPLES)}, got {upsample!r}")
+    if base and (upsample != "shuffle" or base % 2 == 0):
+        raise ValueError(f"upsampler base must be an odd kernel and needs upsample='shuffle', got base {base}")
+    scale = 2 ** len(stages)
+    args = {"width": width, "depth": depth, "stages": list(stages)}
+    if upsample == "nearest":
+        layers: list[nn.Module] = [nn.Conv2d(latent_channels, width, 3, padding=1), nn.ReLU(inplace=True)]
+        for _ in range(depth):
+            layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True)]
+        n_in = width
+        for n_out in stages:
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(n_in, n_out, 3, padding=1),
+                       nn.ReLU(inplace=True)]
+            n_in = n_out
+        layers.append(nn.Conv2d(n_in, 3, 3, padding=1))
+        return Previewer("upsampler", latent_channels, nn.Sequential(*layers), scale=scale, args=args,
+                         memory_format=torch.channels_last)
+    layers = [InputConv(latent_channels, width, 3, padding=1, padding_mode="replicate"), nn.ReLU(inplace=True)]
+    layers += [ResidualBlock(width) for _ in range(depth)]
     n_in = width
     for n_out in stages:
-        layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(n_in, n_out, 3, padding=1), nn.ReLU(inplace=True)]
+        layers += [nn.Conv2d(n_in, 4 * n_out, 3, padding=1, padding_mode="replicate"), nn.PixelShuffle(2),
+                   nn.ReLU(inplace=True)]
         n_in = n_out
-    layers.append(nn.Conv2d(n_in, 3, 3, padding=1))
-    return Previewer("upsampler", latent_channels, nn.Sequential(*layers), scale=2 ** len(stages),
-                     args={"width": width, "depth": depth, "stages": list(stages)}, memory_format=torch.channels_last)
+    layers.append(nn.Conv2d(n_in, 3, 3, padding=1, padding_mode="replicate"))
+    body = Layers(*layers)
+    args["upsample"] = upsample
+    if base:
+        body, args["base"] = Residual(linear_base(latent_channels, base), body, scale=scale), base
+    return Previewer("upsampler", latent_channels, body, scale=scale, args=args, memory_format=torch.channels_last)
 
 
 BUILDERS = {"linear": linear, "affine": affine, "quadratic": quadratic, "mlp": mlp, "conv": conv, "upsampler": upsampler}

@@ -7,6 +7,19 @@ from pathlib import Path
 import torch
 from PIL import Image
 
+# file extension → Pillow format name, for every image file the tools write
+IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".gif": "GIF",
+                 ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+def image_format(path) -> str:
+    """The Pillow format for `path`'s extension (any case); ValueError naming the supported ones."""
+    suffix = Path(path).suffix.lower()
+    if suffix not in IMAGE_FORMATS:
+        raise ValueError(f"{path}: unsupported image file type {suffix or '(none)'!r} "
+                         f"(use {', '.join(s[1:] for s in IMAGE_FORMATS)})")
+    return IMAGE_FORMATS[suffix]
+
 
 def to_uint8(rgb: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) float in [0, 1] → (B, H, W, 3) uint8 on the same device."""
@@ -28,7 +41,7 @@ def save_atomic(image: Image.Image, path, **params) -> Path:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            image.save(f, format=params.pop("format", path.suffix[1:].upper() or "PNG"), **params)
+            image.save(f, format=params.pop("format", None) or image_format(path), **params)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -8,7 +8,11 @@ permutation, so one function serves both. Nothing is rescaled: FLUX.2 tokens sta
 BatchNorm-normalised space the previewers take.
 """
 
+import math
+
 import torch
+
+MAX_ASPECT = 2.5  # the widest image a size is inferred for (21:9 ≈ 2.33 is the widest common preset)
 
 
 def latent_size(height: int, width: int, vae_scale_factor: int) -> tuple[int, int]:
@@ -26,7 +30,22 @@ def unpack_tokens(tokens: torch.Tensor, height: int, width: int, vae_scale_facto
     if n != (h // 2) * (w // 2):
         raise ValueError(
             f"{n} tokens do not tile a {height}x{width} image ({h // 2}x{w // 2} = {(h // 2) * (w // 2)} tokens at "
-            f"vae_scale_factor {vae_scale_factor}); pass the image size the pipeline ran at as height=/width="
+            f"vae_scale_factor {vae_scale_factor}); pass the image size the pipeline ran at as height=/width= "
+            "(--height/--width on the command line)"
         )
     x = tokens.reshape(b, h // 2, w // 2, d // 4, 2, 2)  # (B, h/2, w/2, C, dy, dx)
     return x.permute(0, 3, 1, 4, 2, 5).reshape(b, d // 4, h, w)
+
+
+def infer_size(tokens: int, vae_scale_factor: int) -> tuple[int, int] | None:
+    """(height, width) in pixels of the one image shape whose 2x2-patch grid has `tokens` tokens and an
+    aspect ratio of at most MAX_ASPECT, or None when there are none or several (e.g. 1024x768 and
+    768x1024 always both fit: only square sizes can be told from the count)."""
+    shapes = [(rows, tokens // rows) for rows in range(1, math.isqrt(tokens) + 1) if tokens % rows == 0]
+    shapes = [(r, c) for r, c in shapes if c / r <= MAX_ASPECT]
+    shapes += [(c, r) for r, c in shapes if r != c]  # either orientation
+    if len(shapes) != 1:
+        return None
+    rows, cols = shapes[0]
+    patch = 2 * vae_scale_factor  # pixels per token side
+    return rows * patch, cols * patch

@@ -1,42 +1,36 @@
-"""Which latent space a diffusers pipeline works in, and how its latents reach a previewer.
+"""Which latent convention a diffusers pipeline uses, and whether shipped previewers fit its VAE.
 
-Works on the pipeline object only (class name, `vae.config`, `vae_scale_factor`), so it needs
-no diffusers import of its own.
+Works on the pipeline object only (class name, `vae.config`), so it needs no diffusers import of
+its own; the conventions themselves are in previewers/conventions.py.
 """
 
 import warnings
-from dataclasses import dataclass
 
-import torch
-
-from .packing import unpack_tokens
+from .conventions import CLASS_PREFIXES, CONVENTIONS, Convention, detect_family, get_convention
 from .spaces import SPACES
 
-# Pipeline class-name prefixes, most specific first: "Flux2KleinPipeline" is flux2,
-# "StableDiffusionXLControlNetPipeline" sdxl, "StableDiffusionImg2ImgPipeline" sd1.
-CLASS_PREFIXES = (
-    ("Flux2", "flux2"),
-    ("Flux", "flux1"),
-    ("StableDiffusion3", "sd3"),
-    ("StableDiffusionXL", "sdxl"),
-    ("StableDiffusion", "sd1"),
-)
-PACKED_SPACES = ("flux1", "flux2")
 
-
-def detect_space(pipe) -> str:
-    """The latent space name of `pipe`, from its class; ValueError naming the class when unknown."""
-    name = type(pipe).__name__
-    for prefix, space in CLASS_PREFIXES:
-        if name.startswith(prefix):
-            return space
-    raise ValueError(
-        f"cannot tell which latent space {name} works in (known: StableDiffusion*, StableDiffusionXL*, "
-        f"StableDiffusion3*, Flux*, Flux2* pipelines). If its latents are in one of the spaces "
-        f"{', '.join(SPACES)}, say which and give a previewer for it, e.g. "
-        f"PreviewCallback.for_pipeline(pipe, space='sd1', previewer='sd1-affine') "
-        f"(previewer: a registry name, a .safetensors path or a loaded Previewer)"
-    )
+def resolve_convention(pipe, space: str | None = None, convention=None) -> Convention:
+    """The convention `pipe` works in: the one stated (a family name or a Convention, or `space`, a
+    shipped space name), else the one of its class; ValueError saying what to pass when unknown."""
+    if convention is not None:
+        return get_convention(convention)
+    if space is not None:
+        if space not in SPACES:
+            raise ValueError(f"unknown latent space {space!r}; known: {', '.join(SPACES)} "
+                             f"(for other latents pass convention=, one of {', '.join(CONVENTIONS)})")
+        return CONVENTIONS[space]
+    family = detect_family(pipe)
+    if family is None:
+        known = ", ".join(f"{prefix}*" for prefix, f in CLASS_PREFIXES if f is not None)
+        raise ValueError(
+            f"cannot tell which latent convention {type(pipe).__name__} works in (known pipelines: {known}). "
+            f"If its latents are in one of the spaces {', '.join(SPACES)}, say which and give a previewer for it, "
+            f"e.g. PreviewCallback.for_pipeline(pipe, space='sd1', previewer='sd1-affine'); if its VAE decodes "
+            f"them as a known family's pipeline does, name that family, e.g. convention='wan' (one of "
+            f"{', '.join(CONVENTIONS)}), and a previewer is fitted against pipe.vae"
+        )
+    return CONVENTIONS[family]
 
 
 def latent_channels(pipe) -> int:
@@ -44,45 +38,29 @@ def latent_channels(pipe) -> int:
     vae = getattr(pipe, "vae", None)
     if vae is None:
         raise ValueError(f"{type(pipe).__name__} has no vae; cannot tell its latent channels")
-    return int(vae.config.latent_channels)
+    config = vae.config
+    return int(getattr(config, "latent_channels", None) or config.z_dim)
+
+
+def vae_mismatch(pipe, space: str) -> str | None:
+    """Why `pipe.vae` does not scale its latents as `space`'s shipped previewers assume, or None when it does."""
+    expected = SPACES[space]
+    if latent_channels(pipe) != expected.channels:
+        return f"{type(pipe).__name__}'s VAE makes {latent_channels(pipe)}-channel latents, {space} has {expected.channels}"
+    if expected.scaling_factor is None:  # FLUX.2: BatchNorm statistics, nothing in the config to compare
+        return None
+    config = pipe.vae.config
+    scale = config.get("scaling_factor")
+    shift = config.get("shift_factor") or 0.0
+    if scale is None or abs(scale - expected.scaling_factor) > 1e-4 or abs(shift - expected.shift_factor) > 1e-4:
+        return (f"{type(pipe).__name__}'s VAE has scaling_factor={scale}, shift_factor={shift}, but {space} previewers "
+                f"expect {expected.scaling_factor}, {expected.shift_factor}")
+    return None
 
 
 def check_vae_convention(pipe, space: str) -> None:
     """Warn when the pipeline's VAE scales its latents unlike the space's shipped previewers assume."""
-    expected = SPACES[space]
-    config = pipe.vae.config
-    if expected.scaling_factor is None:  # FLUX.2: BatchNorm statistics, nothing in the config to compare
-        return
-    scale = config.get("scaling_factor")
-    shift = config.get("shift_factor") or 0.0
-    if scale is None or abs(scale - expected.scaling_factor) > 1e-4 or abs(shift - expected.shift_factor) > 1e-4:
-        warnings.warn(
-            f"{type(pipe).__name__}'s VAE has scaling_factor={scale}, shift_factor={shift}, but {space} previewers "
-            f"expect {expected.scaling_factor}, {expected.shift_factor}: previews may be off; pass a previewer "
-            "fitted for this VAE (latent-preview fit)",
-            stacklevel=3,
-        )
-
-
-@dataclass
-class Layout:
-    """Unpacks the FLUX token latents a pipeline hands the callback to (B, C, h, w)."""
-
-    height: int  # image size in pixels
-    width: int
-    vae_scale_factor: int
-
-    def __call__(self, tokens: torch.Tensor) -> torch.Tensor:
-        return unpack_tokens(tokens, self.height, self.width, self.vae_scale_factor)
-
-
-def layout_for(pipe, space: str, height: int | None = None, width: int | None = None) -> Layout | None:
-    """How `pipe`'s callback latents become spatial: None when they already are; for packed
-    spaces the image size, defaulting to the pipeline's (`default_sample_size · vae_scale_factor`)."""
-    if space not in PACKED_SPACES:
-        return None
-    factor = int(pipe.vae_scale_factor)
-    default = getattr(pipe, "default_sample_size", None)
-    if (height is None or width is None) and default is None:
-        raise ValueError(f"{type(pipe).__name__} has no default image size; pass height= and width= (pixels)")
-    return Layout(height or default * factor, width or default * factor, factor)
+    reason = vae_mismatch(pipe, space)
+    if reason is not None:
+        warnings.warn(f"{reason}: previews may be off; pass a previewer fitted for this VAE (latent-preview fit)",
+                      stacklevel=3)

@@ -17,7 +17,7 @@ import warnings
 from pathlib import Path
 
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from .images import save_atomic
 
@@ -45,6 +45,15 @@ def grid(images: list, columns: int, background=(255, 255, 255)) -> Image.Image:
     return sheet
 
 
+def caption(image: Image.Image, text: str) -> Image.Image:
+    """`image` with `text` in white on a black box in its top-left corner (drawn in place)."""
+    draw = ImageDraw.Draw(image)
+    box = draw.textbbox((3, 2), text)
+    draw.rectangle((0, 0, box[2] + 3, box[3] + 2), fill=(0, 0, 0))
+    draw.text((3, 2), text, fill=(255, 255, 255))
+    return image
+
+
 def to_host(frames: torch.Tensor, timestep):
     """Start moving frames (and a tensor timestep) to the CPU without waiting: (frames, timestep, event)."""
     if frames.device.type != "cuda":
@@ -62,9 +71,10 @@ class PreviewWriter:
     """Consumes queued previews on one background thread.
 
     out_dir: folder for step PNGs, the animation ("preview.gif"/"preview.webp") and the contact
-    sheet ("sheet.png"), created on first write; None writes nothing. on_preview(step, timestep,
-    images) is called on the writer thread with a list of PIL images, in step order. keep=True
-    keeps the images of the current run in `images` (step → list of PIL images).
+    sheet ("sheet.png"), created on first write, and for video runs "video.gif"/"video.webp" of the
+    last previewed step's frames; None writes nothing. on_preview(step, timestep, images) is called
+    on the writer thread with a list of PIL images (for video, per image the list of its frames),
+    in step order. keep=True keeps the same in `images` (step → list) for the current run.
     """
 
     def __init__(self, out_dir=None, on_preview=None, keep: bool = False, animation: str | None = "gif",
@@ -77,7 +87,8 @@ class PreviewWriter:
         self.animation = animation if self.out_dir else None
         self.sheet = sheet and self.out_dir is not None
         self.images: dict[int, list] = {}
-        self.frames: list = []  # one image per previewed step (the batch side by side), for animation and sheet
+        self.frames: list = []  # (step, image) per previewed step, the batch side by side: animation and sheet
+        self.video: list = []  # video runs: the last previewed step's frames, per image
         self.warned: set[str] = set()
         self.queue: queue.Queue = queue.Queue()
         self.thread: threading.Thread | None = None
@@ -88,7 +99,7 @@ class PreviewWriter:
             warnings.warn(f"latent-preview: {message}; the pipeline continues", RuntimeWarning, stacklevel=2)
 
     def put(self, step: int, timestep, frames: torch.Tensor) -> None:
-        """Queue (B, H, W, 3) uint8 frames of one step."""
+        """Queue (B, H, W, 3) uint8 frames of one step, or (B, T, H, W, 3) for video latents."""
         self._send((step, *to_host(frames, timestep)))
 
     def new_run(self) -> None:
@@ -128,7 +139,7 @@ class PreviewWriter:
                 if item == FINISH:
                     self._write_summary()
                 elif item == NEW_RUN:
-                    self.images, self.frames = {}, []
+                    self.images, self.frames, self.video = {}, [], []
                 else:
                     self._write_step(*item)
             except Exception as e:  # a bug here must not take the thread (and every later preview) down
@@ -140,7 +151,14 @@ class PreviewWriter:
         if event is not None:
             event.synchronize()
         timestep = float(timestep) if isinstance(timestep, (torch.Tensor, int, float)) else timestep
-        images = [Image.fromarray(a) for a in frames.numpy()]
+        if frames.ndim == 5:  # video: per image its latent frames, tiled in order for files and the sheet
+            per_image = [[Image.fromarray(f) for f in video] for video in frames.numpy()]
+            self.video = per_image
+            images = [grid(video, columns=math.ceil(math.sqrt(len(video)))) for video in per_image]
+            handed = per_image
+        else:
+            images = [Image.fromarray(a) for a in frames.numpy()]
+            handed = images
         if self.out_dir is not None:
             try:
                 self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -150,24 +168,31 @@ class PreviewWriter:
                 self.warn_once("write", f"cannot write previews to {self.out_dir} ({e})")
         if self.on_preview is not None:
             try:
-                self.on_preview(step, timestep, images)
+                self.on_preview(step, timestep, handed)
             except Exception as e:
                 self.warn_once("on_preview", f"on_preview raised {type(e).__name__}: {e}")
         if self.keep:
-            self.images[step] = images
+            self.images[step] = handed
         if self.animation or self.sheet:
-            self.frames.append(grid(images, columns=len(images)))
+            self.frames.append((step, grid(images, columns=len(images))))
 
     def _write_summary(self) -> None:
-        frames, self.frames = self.frames, []
-        if not frames:
+        steps_frames, self.frames = self.frames, []
+        video, self.video = self.video, []
+        if not steps_frames:
             return
+        frames = [frame for _, frame in steps_frames]
         try:
             if self.animation:
                 durations = [FRAME_MS] * (len(frames) - 1) + [LAST_FRAME_MS]
                 save_atomic(frames[0], self.out_dir / f"preview.{self.animation}", save_all=True,
                             append_images=frames[1:], duration=durations, loop=0)
+            if self.animation and video:  # the last step as a clip, the batch side by side
+                clip = [grid([v[t] for v in video], columns=len(video)) for t in range(len(video[0]))]
+                save_atomic(clip[0], self.out_dir / f"video.{self.animation}", save_all=True, append_images=clip[1:],
+                            duration=FRAME_MS, loop=0)
             if self.sheet:
-                save_atomic(grid(frames, columns=math.ceil(math.sqrt(len(frames)))), self.out_dir / "sheet.png")
+                tiles = [caption(frame.copy(), f"step {step}") for step, frame in steps_frames]
+                save_atomic(grid(tiles, columns=math.ceil(math.sqrt(len(tiles)))), self.out_dir / "sheet.png")
         except OSError as e:
             self.warn_once("write", f"cannot write previews to {self.out_dir} ({e})")

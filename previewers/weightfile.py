@@ -12,7 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file as read_tensors
 from safetensors.torch import save_file
 
-from .families import Previewer, build
+from .families import FAMILIES, Previewer, build
 
 METADATA_KEY = "latent_preview"
 FORMAT_VERSION = 1
@@ -20,6 +20,9 @@ FORMAT_VERSION = 1
 
 def save(previewer: Previewer, path, **meta) -> Path:
     """Write `previewer` with its config and `meta` (merged over previewer.meta) to `path`."""
+    if previewer.family not in FAMILIES:  # e.g. "taesd": load_file could not rebuild it
+        raise ValueError(f"a {previewer.family} previewer has no latent-preview weight file; keep its own file "
+                         "(previewers.load reads it)")
     path = Path(path)
     config = {
         **previewer.meta,
@@ -42,18 +45,11 @@ def save(previewer: Previewer, path, **meta) -> Path:
 def read_config(path) -> dict:
     """The JSON config of a weight file, without loading tensors. ValueError if it is not ours."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"weight file not found: {path}")
-    try:
-        with open(path, "rb") as f:
-            header = _safetensors_header(f, path)
-    except OSError as e:
-        raise ValueError(f"{path}: cannot read weight file ({e})") from None
-    metadata = header.get("__metadata__") or {}
-    if METADATA_KEY not in metadata:
+    header = read_header(path)
+    if not is_weight_file(header):
         raise ValueError(f"{path}: a safetensors file, but not a latent-preview weight file (no {METADATA_KEY!r} metadata)")
     try:
-        config = json.loads(metadata[METADATA_KEY])
+        config = json.loads(header["__metadata__"][METADATA_KEY])
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: corrupt latent-preview metadata ({e})") from None
     version = config.get("format_version")
@@ -63,6 +59,24 @@ def read_config(path) -> dict:
         if key not in config:
             raise ValueError(f"{path}: latent-preview metadata lacks {key!r}")
     return config
+
+
+def read_header(path) -> dict:
+    """The JSON header of a safetensors file (tensor names → dtype/shape/offsets, and "__metadata__"),
+    without loading tensors. ValueError if it is not a safetensors file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weight file not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            return _safetensors_header(f, path)
+    except OSError as e:
+        raise ValueError(f"{path}: cannot read weight file ({e})") from None
+
+
+def is_weight_file(header: dict) -> bool:
+    """Whether a safetensors header (read_header) is a latent-preview weight file's."""
+    return METADATA_KEY in (header.get("__metadata__") or {})
 
 
 def _safetensors_header(f, path: Path) -> dict:

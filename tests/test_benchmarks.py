@@ -59,3 +59,16 @@ def test_png_run_writes_one_preview_per_step(tmp_path):
         wall, spent = overhead.run_once(pipe, kwargs, 2, callback, CPU)
     assert len(spent) == pipe.num_timesteps and wall > sum(spent)
     assert len(list(tmp_path.glob("*.png"))) == pipe.num_timesteps
+
+
+def test_methods_quick_writes_one_table_of_every_method(shared, tmp_path):
+    from benchmarks import methods
+
+    out = tmp_path / "methods.md"
+    assert methods.main(["--quick", "--space", "sd1", "--out", str(out)]) == 0
+    rows = {line.split(" | ")[0].lstrip("| "): line for line in out.read_text().splitlines() if line.startswith("| ")}
+    assert {"factor table", "conv", "upsampler", "TAESD", "full VAE", "ceiling of any latent-res preview"} <= set(rows)
+    assert "| sd1-affine | latent |" in rows["factor table"] and "| taesd_decoder.safetensors | 8× |" in rows["TAESD"]
+    assert "reference (is the teacher)" in rows["TAESD"] and rows["full VAE"].endswith("| 1× | 100% |")
+    psnr = float(rows["conv"].split(" | ")[5].split(" / ")[0])
+    assert 10 < psnr < 60

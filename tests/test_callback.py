@@ -434,3 +434,18 @@ def test_callback_never_synchronises_the_gpu(scheduler, monkeypatch):
         event.synchronize()
         assert frames.is_pinned() and frames.shape == (1, 4 * SIZE, 4 * SIZE, 3)
     cb.close()
+
+
+def test_auto_picks_the_upsampler_only_where_its_metrics_say_it_is_worth_its_cost():
+    names = ["sd1-conv", "sd1-upsampler"]
+    latent = {"clean": {"psnr": 29.0}}
+
+    def up(psnr, pooled, ms):
+        return {"clean": {"psnr": psnr}, "ms_per_64x64": ms,
+                "full_res": {"pooled": {"clean": {"psnr": pooled}}, "ceiling": {"clean": {"psnr": 23.5}, "teacher_ms": 2000}}}
+
+    assert auto_previewer("sd1", names, metrics={"sd1-conv": latent, "sd1-upsampler": up(28.0, 28.8, 100)}) == "sd1-upsampler"
+    assert auto_previewer("sd1", names, metrics={"sd1-conv": latent, "sd1-upsampler": up(24.0, 28.8, 100)}) == "sd1-conv"  # near the ceiling
+    assert auto_previewer("sd1", names, metrics={"sd1-conv": latent, "sd1-upsampler": up(28.0, 28.0, 100)}) == "sd1-conv"  # colours worse
+    assert auto_previewer("sd1", names, metrics={"sd1-conv": latent, "sd1-upsampler": up(28.0, 28.8, 500)}) == "sd1-conv"  # too slow
+    assert auto_previewer("sd1", names, metrics={"sd1-conv": latent, "sd1-upsampler": {"clean": {"psnr": 28.0}}}) == "sd1-conv"

@@ -15,7 +15,7 @@ from previewers.families import affine, upsampler  # noqa: E402
 from test_data import fake_teacher, photos  # noqa: E402,F401  (fixture)
 from test_fit import tiny_vae_folder, write_images  # noqa: E402
 from training.evaluate import evaluate, held_out, markdown  # noqa: E402
-from training.sheet import write_sheet  # noqa: E402
+from training.sheet import LEFT, LABEL, write_sheet  # noqa: E402
 
 
 def exact_affine():
@@ -59,10 +59,10 @@ def test_sheet_has_a_labelled_column_per_module(photos, tmp_path):  # noqa: F811
     data = held_out(fake_teacher(), photos, size=64, count=4, progress=False)
     path = write_sheet(tmp_path / "s.png", {"a": exact_affine(), "b": upsampler(4, width=8, depth=0)}, data, count=2)
     sheet = Image.open(path)
-    assert sheet.size == (22 + 3 * 64, 22 + 4 * 64)  # teacher | a | b; 2 tiles clean + 2 noised
+    assert sheet.size == (LEFT + 3 * 64, LABEL + 4 * 64)  # teacher | a | b; 2 tiles clean + 2 noised
     # the exact previewer's tile equals the teacher's (nearest-upscaled latent-resolution preview)
-    teacher_tile = sheet.crop((22, 22, 22 + 64, 22 + 64))
-    exact_tile = sheet.crop((22 + 64, 22, 22 + 128, 22 + 64))
+    teacher_tile = sheet.crop((LEFT, LABEL, LEFT + 64, LABEL + 64))
+    exact_tile = sheet.crop((LEFT + 64, LABEL, LEFT + 128, LABEL + 64))
     difference = np.abs(np.asarray(teacher_tile, dtype=int) - np.asarray(exact_tile, dtype=int))
     assert difference.max() <= 1  # float16-stored decode vs float32 preview: at most one level apart
 
@@ -80,7 +80,7 @@ def test_eval_cli_writes_report_and_sheet(tmp_path, capsys):
     assert "| ours | affine | 1x |" in text and "| comfyui table | table |" in text and "sdcpp table" in text
     assert text in capsys.readouterr().out
     columns = 1 + text.count("\n| ") - 1  # teacher + one per row (the header row is not a module)
-    assert Image.open(sheet).size == (22 + columns * 32, 22 + 4 * 32)
+    assert Image.open(sheet).size == (LEFT + columns * 32, LABEL + 4 * 32)
 
     assert main(["eval", "--teacher", str(vae), "--space", "sd1", "--images", str(images), "--no-cache"]) == 2
     assert "--previewer" in capsys.readouterr().err
@@ -88,3 +88,70 @@ def test_eval_cli_writes_report_and_sheet(tmp_path, capsys):
     assert main(["eval", "--teacher", str(vae), "--space", "sd1", "--images", str(images), "--previewer", str(flux),
                  "--no-cache"]) == 2
     assert "is for space flux1, not sd1" in capsys.readouterr().err
+
+
+def test_eval_keeps_a_shipped_previewer_beside_a_file_of_the_same_name(tmp_path, capsys):
+    vae = tiny_vae_folder(tmp_path / "vae")
+    images = write_images(tmp_path / "images", count=1, size=(32, 32))
+    mine = previewers.save(exact_affine(), tmp_path / "my-previewers" / "sd1-affine.safetensors", space="sd1")
+    sheet = tmp_path / "sheet.png"
+    assert main(["eval", "--teacher", str(vae), "--space", "sd1", "--images", str(images), "--tile", "32",
+                 "--previewer", f"{mine},sd1-affine", "--sheet", str(sheet), "--no-cache"]) == 0
+    out = capsys.readouterr().out
+    assert f"| {mine} | affine |" in out and "| sd1-affine | affine |" in out
+    assert main(["eval", "--teacher", str(vae), "--space", "sd1", "--images", str(images), "--tile", "32",
+                 "--previewer", "sd1-affine", "--sheet", str(tmp_path / "one.png"), "--no-cache"]) == 0
+    assert Image.open(sheet).size[0] - Image.open(tmp_path / "one.png").size[0] == 32  # one column more
+
+
+def test_eval_sheet_labels_rows_in_words(photos, tmp_path):  # noqa: F811
+    from PIL import ImageDraw, ImageFont
+
+    data = held_out(fake_teacher(), photos, size=64)
+    sheet = Image.open(write_sheet(tmp_path / "s.png", {"a": exact_affine()}, data, count=1))
+    word = int(ImageDraw.Draw(sheet).textlength("noised", font=ImageFont.load_default(size=14)))
+    band = np.asarray(sheet.convert("L"))[LABEL + 64:, :LEFT]  # the noised row's label band
+    dark = np.nonzero((band < 128).any(0))[0]
+    assert dark.max() - dark.min() >= word - 4  # the whole word is written, not an initial
+
+
+def test_full_res_comparison_rows_put_a_full_res_previewer_in_context():
+    import torch.nn.functional as F
+
+    from training.evaluate import HeldOut, evaluate
+    from training.full_res import CEILING, comparison
+
+    class Teacher:
+        scale_factor = 8
+
+        def decode(self, z):  # smooth colours at full resolution: the ceiling is near exact
+            return F.interpolate(torch.sigmoid(z[:, :3]), scale_factor=8, mode="bilinear").clamp(0, 1)
+
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 4, 4, 4, generator=g)
+    rgb = Teacher().decode(z)
+    data = HeldOut(z, z, rgb, rgb, {})
+    modules = {"aff": affine(4), "up": upsampler(4, width=8, depth=0, stages=(8, 8, 8))}
+    rows = evaluate(modules, data, progress=False)
+    extra = {r.name: r for r in comparison(rows, modules, Teacher(), data, progress=False)}
+    assert set(extra) == {"up, pooled", "aff, bicubic ×8", CEILING}
+    assert extra["up, pooled"].scale == 1 and extra["aff, bicubic ×8"].scale == 8
+    assert extra[CEILING].clean["psnr"] > extra["aff, bicubic ×8"].clean["psnr"] + 3
+    assert comparison([r for r in rows if r.name == "aff"], modules, Teacher(), data, progress=False) == []
+
+
+def test_quality_summary_puts_full_res_previewers_beside_the_upscale_and_the_ceiling():
+    from benchmarks.quality import summary
+    from training.evaluate import Row
+
+    def row(name, kind, scale, psnr):
+        m = {"psnr": psnr, "ssim": 0.8, "ciede2000": 3.0}
+        return Row(name, kind, scale, 10, m, m, 1.0)
+
+    rows = [row("sd1-conv", "conv", 1, 29.0), row("sd1-upsampler", "upsampler", 8, 27.5),
+            row("sd1-upsampler, pooled", "pooled", 1, 28.9), row("sd1-conv, bicubic ×8", "bicubic upscale", 8, 23.1),
+            row("ceiling: teacher pooled, bicubic back", "ceiling", 8, 23.6)]
+    line = summary({"sd1": (rows, "")}).splitlines()[-1]
+    assert "27.50 dB, SSIM 0.800 / 28.90 (sd1-upsampler" in line
+    assert "23.10 / 23.10 (sd1-conv, bicubic ×8)" in line and "23.60 / 23.60 (ceiling" in line
+    assert "29.00 / 29.00 (sd1-conv" in line  # the pooled upsampler is not a latent-res previewer

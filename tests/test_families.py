@@ -90,3 +90,74 @@ def test_build_rejects_unknown_family_and_bad_args():
         build("mlp", 4, depth=3)
     with pytest.raises(ValueError, match="len\\(kernels\\)"):
         conv(4, channels=(8,), kernels=(3,))
+
+
+def first_design_reference(body_state: dict, width: int, depth: int, stages: list[int], channels: int) -> torch.nn.Module:
+    """The upsampler as the first design built it (nearest 2x + 3x3 conv stages, zero padding), written out
+    independently of families.py, so a change there cannot change what its shipped files compute."""
+    layers = [torch.nn.Conv2d(channels, width, 3, padding=1), torch.nn.ReLU()]
+    for _ in range(depth):
+        layers += [torch.nn.Conv2d(width, width, 3, padding=1), torch.nn.ReLU()]
+    n_in = width
+    for n_out in stages:
+        layers += [torch.nn.Upsample(scale_factor=2, mode="nearest"), torch.nn.Conv2d(n_in, n_out, 3, padding=1),
+                   torch.nn.ReLU()]
+        n_in = n_out
+    layers.append(torch.nn.Conv2d(n_in, 3, 3, padding=1))
+    net = torch.nn.Sequential(*layers)
+    net.load_state_dict(body_state)
+    return net
+
+
+@pytest.mark.parametrize("space", ["sd1", "flux2"])
+def test_first_design_upsampler_files_load_and_compute_as_before(space):
+    import previewers
+
+    p = previewers.load(f"{space}-upsampler")
+    if p.args.get("upsample", "nearest") != "nearest":
+        pytest.skip(f"{space}-upsampler has been refitted with the {p.args['upsample']} design")
+    assert set(p.args) == {"width", "depth", "stages"}
+    body = {k.removeprefix("body."): v for k, v in p.state_dict().items() if k.startswith("body.")}
+    reference = first_design_reference(body, p.args["width"], p.args["depth"], p.args["stages"], p.latent_channels)
+    x = torch.randn(2, p.latent_channels, 6, 5, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = reference(x * p.in_scale.view(-1, 1, 1) + p.in_shift.view(-1, 1, 1)).clamp(0, 1)
+        torch.testing.assert_close(p(x), expected, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("stages,scale", [((16, 8, 8), 8), ((16, 8), 4)])
+def test_shuffle_upsampler_shapes_scale_and_cost(stages, scale):
+    from benchmarks.speed import count_macs, run_model
+
+    p = upsampler(16, width=32, depth=2, stages=stages, upsample="shuffle", base=3)
+    y = p(torch.randn(2, 16, 6, 10))
+    assert p.scale == scale and y.shape == (2, 3, 6 * scale, 10 * scale) and 0 <= y.min() and y.max() <= 1
+    assert p.args == {"width": 32, "depth": 2, "stages": list(stages), "upsample": "shuffle", "base": 3}
+    # MACs per latent pixel: trunk (first conv, two blocks of two convs) and linear base at latent resolution,
+    # then each stage's conv at the resolution before its pixel shuffle, and the final conv at output resolution
+    if scale == 4:  # two stages: 32 → 4·16 at 1x, 16 → 4·8 at 2x
+        per_latent_pixel = 16 * 32 * 9 + 4 * 32 * 32 * 9 + 3 * 16 * 9 + 32 * 64 * 9 + 4 * 16 * 32 * 9 + 16 * 8 * 3 * 9
+    else:  # three: 32 → 4·16 at 1x, 16 → 4·8 at 2x, 8 → 4·8 at 4x
+        per_latent_pixel = (16 * 32 * 9 + 4 * 32 * 32 * 9 + 3 * 16 * 9 + 32 * 64 * 9 + 4 * 16 * 32 * 9
+                            + 16 * 8 * 32 * 9 + 64 * 8 * 3 * 9)
+    assert count_macs(run_model, p, torch.randn(1, 16, 64, 64)) == pytest.approx(per_latent_pixel * 64 * 64, rel=0.02)
+
+
+def test_shuffle_upsampler_with_a_zero_net_is_its_upscaled_linear_base():
+    p = upsampler(4, width=8, depth=1, stages=(8, 8, 8), upsample="shuffle", base=3)
+    torch.nn.init.zeros_(p.body.net[-1].weight)
+    torch.nn.init.zeros_(p.body.net[-1].bias)
+    p.in_scale.fill_(2.0)
+    p.in_shift.fill_(0.1)
+    x = torch.randn(1, 4, 5, 7)
+    with torch.no_grad():
+        small = p.body.base(x * 2.0 + 0.1)
+        expected = F.interpolate(small, scale_factor=8, mode="bilinear", align_corners=False).clamp(0, 1)
+        torch.testing.assert_close(p(x), expected, atol=1e-5, rtol=0)
+
+
+def test_upsampler_rejects_bad_design_args():
+    with pytest.raises(ValueError, match="upsample must be one of"):
+        build("upsampler", 4, upsample="bicubic")
+    with pytest.raises(ValueError, match="needs upsample='shuffle'"):
+        build("upsampler", 4, base=3)

@@ -219,6 +219,55 @@ def test_reweighting_ignores_what_the_display_clamp_hides():
     assert errors[0] > 0.1 and errors[0] > errors[1] > errors[2] and errors[2] < 1e-3
 
 
+def no_pairs(*args, **kwargs):
+    raise AssertionError("training pairs were built before the options were checked")
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--crops", "0", "--crops must be at least 1, got 0"),
+    ("--steps", "-1", "--steps must be at least 1, got -1"),
+    ("--batch", "0", "--batch must be at least 1, got 0"),
+    ("--noise-mix", "1.5", "--noise-mix must be between 0 and 1, got 1.5"),
+    ("--args", '{"kernels": [2]}', "odd kernels"),
+    ("--args", '{"width": 8}', "bad arguments for family 'conv'"),
+])
+def test_fit_checks_every_option_before_any_data_work(tmp_path, capsys, monkeypatch, option, value, message):
+    monkeypatch.setattr("training.data.make_pairs", no_pairs)
+    vae = tiny_vae_folder(tmp_path / "vae")
+    images = write_images(tmp_path / "images", count=1)
+    assert main(["fit", "--teacher", str(vae), "--space", "sd1", "--family", "conv", "--images", str(images),
+                 "--crop-size", "32", "--no-cache", "--out", str(tmp_path / "c.safetensors"), option, value]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_fit_refuses_to_overwrite_without_force(tmp_path, capsys):
+    vae = tiny_vae_folder(tmp_path / "vae")
+    images = write_images(tmp_path / "images", count=1)
+    out = previewers.save(previewers.families.affine(4), tmp_path / "sd1-affine.safetensors")
+    before = out.read_bytes()
+    base = ["fit", "--teacher", str(vae), "--space", "sd1", "--family", "affine", "--images", str(images),
+            "--crop-size", "32", "--crops", "2", "--no-cache", "--out", str(out)]
+    assert main(base) == 2
+    err = capsys.readouterr().err
+    assert "already exists" in err and "--force" in err
+    assert out.read_bytes() == before
+    assert main([*base, "--force"]) == 0
+    assert out.read_bytes() != before
+
+
+@pytest.mark.parametrize("command", ["fit", "eval"])
+def test_missing_train_extras_say_what_to_install(tmp_path, capsys, monkeypatch, command):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "diffusers", None)  # as if diffusers were not installed
+    argv = [command, "--teacher", "t", "--space", "sd1", "--images", str(tmp_path)]
+    argv += ["--family", "affine", "--out", str(tmp_path / "o")] if command == "fit" else ["--previewer", "sd1-affine"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "needs diffusers" in err and "pip install 'latent-preview[train]'" in err and "Traceback" not in err
+
+
 def test_validation_holds_out_whole_images():
     from training.gradient import split
 
@@ -283,6 +332,34 @@ def test_an_interrupted_fit_resumes_to_the_same_result(one_thread, tmp_path, mon
     gradient.save_checkpoint(checkpoint, {"key": {"family": "conv"}})
     with pytest.raises(ValueError, match="checkpoint of a different fit"):
         fit(PlantedTeacher(), "mlp", pairs, checkpoint=checkpoint, resume=True, **kwargs)
+
+
+def test_a_short_upsampler_fit_improves_full_resolution_psnr_over_its_start(shared, one_thread):
+    teacher = load_teacher(shared / "models" / "teachers" / "taesd_decoder.safetensors")
+    pairs = make_pairs(teacher, "ddpm", images=shared / "data" / "train", crops=Crops(count=24, size=64), progress=False)
+    args = {"width": 16, "depth": 1, "stages": [8, 8, 8], "upsample": "shuffle", "base": 3}
+    p = fit(teacher, "upsampler", pairs, space="sd1", args=args, device="cpu", progress=False,
+            training=Training(steps=120, batch=8, crop=8, eval_every=40, lr=3e-3, patience=100))
+    result = p.meta["recipe"]["result"]
+    # the start is the least-squares 3x3 conv upscaled bilinearly; validation PSNR is at full resolution
+    assert result["val_psnr"] > result["start_val_psnr"] + 0.2 and result["best_step"] > 0
+    assert p.scale == 8 and p.meta["recipe"]["training"]["loss"] == "mse"
+
+
+def test_the_edge_loss_is_l1_plus_l1_of_the_error_differences():
+    from training.gradient import training_loss
+
+    target = torch.zeros(1, 3, 4, 4)
+    target[..., 2:] = 1.0  # a vertical edge
+    blurred = target.clone()
+    blurred[..., 1:3] = 0.5  # the same edge spread over two more columns
+    e = blurred - target  # nothing is clipped: the display clamp hides no error here
+    expected = e.abs().mean() + (e[..., 1:] - e[..., :-1]).abs().mean() + (e[..., 1:, :] - e[..., :-1, :]).abs().mean()
+    torch.testing.assert_close(training_loss(blurred, target, "l1-gradient"), expected)
+    assert training_loss(target, target, "l1-gradient") == 0
+    with pytest.raises(ValueError, match="unknown loss 'ssim'"):
+        fit(PlantedTeacher(), "mlp", planted_pairs(latents(n=4), torch.rand(4, 3, 8, 8)), space="sd1", device="cpu",
+            training=Training(steps=1, loss="ssim"), progress=False)
 
 
 def test_fits_on_streamed_pairs_equal_fits_in_memory(one_thread, tmp_path):

@@ -34,7 +34,7 @@ def test_channel_order_is_4c_plus_2dy_plus_dx():
 
 
 def test_wrong_size_is_a_clear_error():
-    with pytest.raises(ValueError, match="pass the image size the pipeline ran at as height=/width="):
+    with pytest.raises(ValueError, match="16 tokens do not tile a 64x48 image"):
         unpack_tokens(torch.randn(1, 16, 64), 64, 48, 8)
     with pytest.raises(ValueError, match=r"packed tokens \(B, N, 4·C\)"):
         unpack_tokens(torch.randn(1, 4, 8, 8), 64, 64, 8)

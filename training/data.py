@@ -23,6 +23,7 @@ from PIL import Image, ImageEnhance, ImageOps
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from previewers.cache import cache_root
 from previewers.latents_io import SUFFIXES as LATENT_SUFFIXES
 from previewers.latents_io import read_latents
 
@@ -223,10 +224,7 @@ def folder_listing(files: list[Path]) -> list:
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("LATENT_PREVIEW_CACHE")
-    if not root:
-        root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "latent-preview"
-    return Path(root) / "pairs"
+    return cache_root() / "pairs"
 
 
 def digest(key: dict) -> str:
@@ -318,9 +316,9 @@ def make_pairs(
 
     from tqdm import tqdm
 
-    # one tick per image crop encoded and per latent decoded
-    ticks = sum(hi - lo + max(0, min(hi, len(plan)) - lo) for lo, hi in bounds.values())
-    bar = tqdm(total=ticks, desc=f"encode/decode with {teacher.name}", unit="crop", disable=not progress or not mine)
+    # one tick per sample, when its decode is done
+    bar = tqdm(total=sum(hi - lo for lo, hi in bounds.values()), desc=f"encode/decode with {teacher.name}",
+               unit="crop", disable=not progress or not mine)
     computed, done = {}, 0
     for j, (lo, hi) in bounds.items():
         n_crops = max(0, min(hi, len(plan)) - lo)
@@ -396,7 +394,6 @@ def _compute_shard(teacher, kind, noise_mix, crops, saved, seed, batch_size, bar
     z = []
     for a in range(0, 0 if crops is None else len(crops), batch_size):
         z.append(teacher.encode(crops[a:a + batch_size].float() / 255).float().cpu())
-        bar.update(len(z[-1]))
     if saved is not None:
         z.append(saved)
     z = torch.cat(z)

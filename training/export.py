@@ -37,15 +37,26 @@ def _numbers(t: torch.Tensor) -> list:
     return [float(f"{v:.{DIGITS}g}") for v in t.tolist()]
 
 
+# the class in ComfyUI's comfy/latent_formats.py whose __init__ holds each space's factors
+COMFYUI_CLASSES = {"sd1": "SD15", "sdxl": "SDXL", "sd3": "SD3", "flux1": "Flux", "flux2": "Flux2"}
+INDENT = " " * 8  # the body of a method in ComfyUI's 4-space style
+
+
 def comfyui_snippet(previewer, name: str) -> str:
-    """Python assignments in ComfyUI's latent_formats.py style, with a provenance comment."""
+    """The two attribute assignments ComfyUI's latent format classes make in `__init__`, indented to paste
+    there, after a comment saying where they go and where the numbers come from."""
     weight, bias = factors(previewer)
     meta = previewer.meta
+    space = meta.get("space")
+    where = (f"the __init__ of class {COMFYUI_CLASSES[space]}" if space in COMFYUI_CLASSES
+             else "the __init__ of the latent format class of your model")
     lines = [
-        f"# {name}: {meta.get('space', '?')} latent -> RGB preview factors, {previewer.family} fitted by latent-preview"
+        f"# {name}: {space or '?'} latent -> RGB preview factors, {previewer.family} fitted by latent-preview"
         f" against {meta.get('teacher', '?')}.",
+        f"# Paste these lines into ComfyUI's comfy/latent_formats.py, in {where},",
+        "# replacing its own latent_rgb_factors and latent_rgb_factors_bias.",
         "# Input: latents as the denoiser holds them (what ComfyUI previews as x0)"
-        + (", unpatchified to 32 channels at H/8 (ComfyUI's latent_rgb_factors_reshape)." if meta.get("space") == "flux2"
+        + (", unpatchified to 32 channels at H/8 (ComfyUI's latent_rgb_factors_reshape)." if space == "flux2"
            else "."),
         "# Preview: ((x @ latent_rgb_factors + latent_rgb_factors_bias) + 1) / 2, clamped to [0, 1].",
     ]
@@ -53,13 +64,13 @@ def comfyui_snippet(previewer, name: str) -> str:
     if clean is not None:
         noised = meta["metrics"].get("noised", {}).get("psnr")
         lines.append(f"# Held-out PSNR against the teacher: {clean:.2f} dB clean, {noised:.2f} dB noised.")
-    lines.append("latent_rgb_factors = [")
-    lines.append("    #" + "".join(f"{c:>13}" for c in ("R", "G", "B")))
+    lines.append(INDENT + "self.latent_rgb_factors = [")
+    lines.append(INDENT + "    #" + "".join(f"{c:>13}" for c in ("R", "G", "B")))
     for c, row in enumerate(weight):
-        lines.append("    [" + ", ".join(f"{v: .{DIGITS}f}" for v in row.tolist()) + f"],  # channel {c}")
-    lines.append("]")
-    lines.append("latent_rgb_factors_bias = " + ("None" if bias is None else
-                                                 "[" + ", ".join(f"{v:.{DIGITS}f}" for v in bias.tolist()) + "]"))
+        lines.append(INDENT + "    [" + ", ".join(f"{v: .{DIGITS}f}" for v in row.tolist()) + f"],  # channel {c}")
+    lines.append(INDENT + "]")
+    lines.append(INDENT + "self.latent_rgb_factors_bias = " + ("None" if bias is None else
+                 "[" + ", ".join(f"{v:.{DIGITS}f}" for v in bias.tolist()) + "]"))
     return "\n".join(lines) + "\n"
 
 

@@ -33,6 +33,16 @@ def device_name(device: torch.device) -> str:
             else f"cpu ({platform.processor() or platform.machine()})")
 
 
+def build_for(teacher, family: str, args: dict | None = None):
+    """A `family` previewer (constructor `args`) for `teacher`'s latents; ValueError for arguments the family
+    does not take and for an output scale the teacher's decodes cannot supply."""
+    previewer = build(family, teacher.latent_channels, **dict(args or {}))
+    if previewer.scale not in (1, teacher.scale_factor):
+        raise ValueError(f"{family} {previewer.args} outputs {previewer.scale}x the latent size but teacher "
+                         f"{teacher.name} decodes to {teacher.scale_factor}x; choose stages to match")
+    return previewer
+
+
 def fit(teacher, family: str, pairs, space: str, args: dict | None = None, device: str = "auto",
         ridge: float = 1e-5, reweight: int = 3, training: Training = Training(), progress: bool = True,
         checkpoint=None, resume: bool = False):
@@ -50,13 +60,9 @@ def fit(teacher, family: str, pairs, space: str, args: dict | None = None, devic
     """
     world = distributed.current()
     progress = progress and world.main
-    args = dict(args or {})
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(training.seed)  # the recipe's seed fixes the initialisation too, so a fit can be repeated
-        previewer = build(family, teacher.latent_channels, **args)
-    if previewer.scale not in (1, teacher.scale_factor):
-        raise ValueError(f"{family} {previewer.args} outputs {previewer.scale}x the latent size but teacher "
-                         f"{teacher.name} decodes to {teacher.scale_factor}x; choose stages to match")
+        previewer = build_for(teacher, family, args)
     if pairs.latents.shape[1] != teacher.latent_channels:
         raise ValueError(f"pairs have {pairs.latents.shape[1]}-channel latents, "
                          f"teacher {teacher.name} takes {teacher.latent_channels}")

@@ -29,12 +29,31 @@ class Training:
     patience: int = 10  # validation passes without improvement before stopping
     crop: int = 16  # upsampler latent crop side (targets are crop·scale pixels)
     seed: int = 0
+    loss: str = "mse"  # one of LOSSES
+
+
+LOSSES = ("mse", "l1-gradient")
+EDGE_WEIGHT = 1.0  # weight of the difference term in "l1-gradient" (per-pixel mean, like the L1 term)
+
+
+def display_error(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """out − clamped target, zero where the display clamp hides the error. (B, 3, H, W)."""
+    t = target.clamp(0, 1)
+    return (out - t).masked_fill(hidden_by_clamp(out, t), 0)
 
 
 def display_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean squared error of unclamped `out` against the clamped target, ignoring errors the clamp hides."""
-    t = target.clamp(0, 1)
-    return (out - t).masked_fill(hidden_by_clamp(out, t), 0).square().mean()
+    return display_error(out, target).square().mean()
+
+
+def training_loss(out: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
+    """The loss Adam minimises: "mse" (display_loss) or "l1-gradient"."""
+    if loss == "mse":
+        return display_loss(out, target)
+    e = display_error(out, target)
+    edges = (e[..., :, 1:] - e[..., :, :-1]).abs().mean() + (e[..., 1:, :] - e[..., :-1, :]).abs().mean()
+    return e.abs().mean() + EDGE_WEIGHT * edges
 
 
 def resolve_device(device: str) -> torch.device:
@@ -114,6 +133,8 @@ def train(previewer, pairs, settings: Training = Training(), device="cpu", progr
     """
     from tqdm import tqdm
 
+    if settings.loss not in LOSSES:
+        raise ValueError(f"unknown loss {settings.loss!r}; known: {', '.join(LOSSES)}")
     device = resolve_device(device) if isinstance(device, str) else device
     upsampler = previewer.scale > 1
     train_idx, val_idx = split(pairs.image, settings.val_fraction, settings.seed)
@@ -179,25 +200,27 @@ def train(previewer, pairs, settings: Training = Training(), device="cpu", progr
 
     bar = tqdm(total=settings.steps, initial=first - 1, desc=f"train {previewer.family}", unit="step",
                disable=not progress)
-    bar.set_postfix(val_psnr=f"{psnr_of(best):.2f} dB (validation images, latent res)")
+    resolution = "full res" if upsampler else "latent res"
+    bar.set_postfix(val_psnr=f"{psnr_of(best):.2f} dB (validation images, {resolution})")
     step = first - 1
     for step in range(first, settings.steps + 1):
         for group in optimiser.param_groups:
             group["lr"] = floor + (settings.lr - floor) * 0.5 * (1 + math.cos(math.pi * (step - 1) / settings.steps))
         x, y = batch()
-        loss = display_loss(net(model.normalise(x)), y)
+        out = net(model.normalise(x))
+        loss = training_loss(out, y, settings.loss)
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
         optimiser.step()
         bar.update()
         if step % settings.eval_every == 0 or step == settings.steps:
-            # without validation samples, the training loss averaged over the processes
-            val = validate() if len(val_idx) else world.sum(loss.detach().double()).item() / world.size
+            # without validation samples, the display loss of the last batches, averaged over the processes
+            val = validate() if len(val_idx) else world.sum(display_loss(out.detach(), y).double()).item() / world.size
             if val < best:
                 best, best_state, best_step, waited = val, copy.deepcopy(body.state_dict()), step, 0
             else:
                 waited += 1
-            bar.set_postfix(val_psnr=f"{psnr_of(val):.2f} dB, best {psnr_of(best):.2f} at {best_step}")
+            bar.set_postfix(val_psnr=f"{psnr_of(val):.2f} dB, best {psnr_of(best):.2f} at {best_step} ({resolution})")
             if waited >= settings.patience:
                 break
             if path is not None:

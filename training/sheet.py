@@ -12,7 +12,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from previewers.images import save_atomic, to_uint8
 
-LABEL = 22  # pixels of label band above each column and left of each row
+LABEL = 22  # pixels of the label band above each column
+ROWS = ("clean", "noised")
+FONT = ImageFont.load_default(size=14)
+LEFT = 8 + max(int(ImageDraw.Draw(Image.new("RGB", (1, 1))).textlength(r, font=FONT)) for r in ROWS)  # row label band
 
 
 @torch.inference_mode()
@@ -20,22 +23,22 @@ def write_sheet(path, modules: dict, data, count: int = 3) -> Path:
     """Write the sheet for {name: module} on `count` tiles of held-out `data` (training/evaluate.HeldOut)."""
     n = len(data.clean)
     picks = [round(k * (n - 1) / max(1, count - 1)) for k in range(min(count, n))]
-    rows = [("clean", data.clean[picks], data.clean_rgb[picks]), ("noised", data.noised[picks], data.noised_rgb[picks])]
+    rows = zip(ROWS, (data.clean[picks], data.noised[picks]), (data.clean_rgb[picks], data.noised_rgb[picks]))
     side = data.clean_rgb.shape[-1]
     names = ["teacher", *modules]
-    sheet = Image.new("RGB", (LABEL + len(names) * side, LABEL + 2 * len(picks) * side), "white")
+    left, font = LEFT, FONT
+    sheet = Image.new("RGB", (left + len(names) * side, LABEL + 2 * len(picks) * side), "white")
     draw = ImageDraw.Draw(sheet)
-    font = ImageFont.load_default(size=14)
     for col, name in enumerate(names):
-        draw.text((LABEL + col * side + 4, 3), name, fill="black", font=font)
+        draw.text((left + col * side + 4, 3), name, fill="black", font=font)
     y = LABEL
     for label, latents, rgb in rows:
         previews = [F.interpolate(m(latents).float(), size=rgb.shape[-2:], mode="nearest") for m in modules.values()]
         columns = [rgb.float(), *previews]
         for i in range(len(picks)):
-            draw.text((3, y + 4), label[0], fill="black", font=font)  # "c" clean / "n" noised
+            draw.text((4, y + 4), label, fill="black", font=font)
             for col, images in enumerate(columns):
-                sheet.paste(Image.fromarray(to_uint8(images[i:i + 1])[0].cpu().numpy()), (LABEL + col * side, y))
+                sheet.paste(Image.fromarray(to_uint8(images[i:i + 1])[0].cpu().numpy()), (left + col * side, y))
             y += side
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

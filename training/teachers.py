@@ -16,9 +16,9 @@ from typing import Callable
 
 import diffusers
 import torch
-import torch.nn.functional as F
 
-from training import taesd
+from previewers import taesd
+from previewers.conventions import CONVENTIONS, PipelineLatents
 
 SCALE_SHIFT_CLASSES = (diffusers.AutoencoderKL, diffusers.AutoencoderTiny)
 BATCHNORM_CLASSES = (diffusers.AutoencoderKLFlux2,)
@@ -74,33 +74,26 @@ class Teacher:
             raise ValueError(f"{type(vae).__name__} is not a supported VAE (supported: {SUPPORTED})")
         vae = vae.to(torch.float32).eval().requires_grad_(False)
         config = vae.config
+        factor = 2 ** (len(config.block_out_channels) - 1)
         if isinstance(vae, BATCHNORM_CLASSES):
-            space_info, encoder, decoder = batchnorm_space(vae)
+            space_info, convention = batchnorm_space(vae), CONVENTIONS["flux2"]
         else:
-            space_info, encoder, decoder = scale_shift_space(vae)
+            space_info = scale_shift_space(vae)
+            # the SD3/FLUX.1 pipelines' (z - shift) · scale, or SDXL's per-channel statistics when the config has them
+            convention = CONVENTIONS["sdxl" if "latents_mean" in space_info else "sd3"]
+        latents = PipelineLatents(convention, vae, factor)
         return cls(
             name=name or type(vae).__name__,
             latent_channels=int(config.latent_channels),
-            scale_factor=2 ** (len(config.block_out_channels) - 1),
+            scale_factor=factor,
             space_info=space_info,
-            decoder=decoder,
-            encoder=encoder,
+            decoder=lambda x: latents.decode_unclamped(x[:, None])[:, 0],
+            encoder=lambda images: latents.encode(images)[:, 0],
             device=vae.device,
         )
 
 
-def raw_latent(vae, images: torch.Tensor) -> torch.Tensor:
-    """The VAE's deterministic latent z of images in [0, 1] (diffusers VAEs take [-1, 1])."""
-    out = vae.encode(images * 2 - 1)
-    return out.latent_dist.mode() if hasattr(out, "latent_dist") else out.latents
-
-
-def raw_decode(vae, z: torch.Tensor) -> torch.Tensor:
-    """Raw latent z → RGB in [0, 1] (unclamped)."""
-    return (vae.decode(z).sample + 1) / 2
-
-
-def scale_shift_space(vae):
+def scale_shift_space(vae) -> dict:
     """Model space = (z - shift) * scale, per channel (B, C, h, w).
 
     shift/scale come from vae.config: scaling_factor and shift_factor (SD, SDXL, SD3, FLUX.1),
@@ -108,59 +101,28 @@ def scale_shift_space(vae):
     (z - mean) * scaling_factor / std).
     """
     config = vae.config
-    channels = int(config.latent_channels)
     info = {"convention": "scale_shift", "scaling_factor": float(config.scaling_factor),
             "shift_factor": float(getattr(config, "shift_factor", None) or 0.0)}
     mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
     if mean is not None and std is not None:
         info.update(latents_mean=[float(v) for v in mean], latents_std=[float(v) for v in std])
-        shift = torch.tensor(info["latents_mean"])
-        scale = info["scaling_factor"] / torch.tensor(info["latents_std"])
-    else:
-        shift = torch.full((channels,), info["shift_factor"])
-        scale = torch.full((channels,), info["scaling_factor"])
-    shift, scale = (t.view(1, channels, 1, 1).to(vae.device) for t in (shift, scale))
-
-    def encode(images: torch.Tensor) -> torch.Tensor:
-        return (raw_latent(vae, images) - shift) * scale
-
-    def decode(latents: torch.Tensor) -> torch.Tensor:
-        return raw_decode(vae, latents / scale + shift)
-
-    return info, encode, decode
+    return info
 
 
-def batchnorm_space(vae):
+def batchnorm_space(vae) -> dict:
     """FLUX.2: model space = the latent the transformer holds, unpatchified.
 
-    As in Flux2Pipeline, z (B, C, h, w) is patchified to (B, C·p², h/p, w/p) (channel index
-    c·p² + dy·p + dx, i.e. pixel_unshuffle), normalised with vae.bn's running statistics,
+    As in Flux2Pipeline, z (B, C, h, w) is patchified to (B, C·4, h/2, w/2) (channel index
+    c·4 + dy·2 + dx, i.e. pixel_unshuffle), normalised with vae.bn's running statistics,
     (x - running_mean) / sqrt(running_var + batch_norm_eps), and here unpatchified back to
-    (B, C, h, w) so previewers see a spatial latent at H/s.
+    (B, C, h, w) so previewers see a spatial latent at H/s (previewers/conventions.py).
     """
     patch = vae.config.patch_size
     p = patch if isinstance(patch, int) else patch[0]
-    if not isinstance(patch, int) and len(set(patch)) != 1:
-        raise ValueError(f"{type(vae).__name__}: non-square patch_size {tuple(patch)} is not supported")
-    eps = float(vae.config.batch_norm_eps)
-    mean = vae.bn.running_mean.view(1, -1, 1, 1)
-    std = torch.sqrt(vae.bn.running_var.view(1, -1, 1, 1) + eps)
-    info = {"convention": "batchnorm", "patch_size": p, "batch_norm_eps": eps,
+    if (patch if isinstance(patch, int) else tuple(patch)) not in (2, (2, 2)):
+        raise ValueError(f"{type(vae).__name__}: patch_size {patch} is not the 2x2 the FLUX.2 pipelines patchify with")
+    return {"convention": "batchnorm", "patch_size": p, "batch_norm_eps": float(vae.config.batch_norm_eps),
             "statistics": "vae.bn running_mean / running_var"}
-
-    def patchify(x: torch.Tensor) -> torch.Tensor:
-        if x.shape[-2] % p or x.shape[-1] % p:
-            raise ValueError(f"{type(vae).__name__}: latent height and width must be multiples of the patch size {p}, "
-                             f"got {tuple(x.shape[-2:])}")
-        return F.pixel_unshuffle(x, p)
-
-    def encode(images: torch.Tensor) -> torch.Tensor:
-        return F.pixel_shuffle((patchify(raw_latent(vae, images)) - mean) / std, p)
-
-    def decode(latents: torch.Tensor) -> torch.Tensor:
-        return raw_decode(vae, F.pixel_shuffle(patchify(latents) * std + mean, p))
-
-    return info, encode, decode
 
 
 def load_teacher(decoder, encoder=None, vae_config=None, device="cpu") -> Teacher:

@@ -68,21 +68,11 @@ def simulate(scheduler, target, callbacks) -> None:
             cb(None, i, t, {"latents": latents})
 
 
-def caption(image, text: str):
-    from PIL import ImageDraw
-
-    draw = ImageDraw.Draw(image)
-    box = draw.textbbox((3, 2), text)
-    draw.rectangle((0, 0, box[2] + 3, box[3] + 2), fill=(0, 0, 0))
-    draw.text((3, 2), text, fill=(255, 255, 255))
-    return image
-
-
 def side_by_side(runs: dict, steps: list[int]):
     """Rows: runs (label → callback), columns: `steps`; each cell the batch side by side, labelled."""
     from PIL import Image
 
-    from ..sinks import grid
+    from ..sinks import caption, grid
 
     cells = []
     for name, cb in runs.items():
@@ -95,11 +85,9 @@ def side_by_side(runs: dict, steps: list[int]):
 def run(args) -> int:
     from pathlib import Path
 
-    try:
-        import diffusers  # noqa: F401
-    except ModuleNotFoundError:
-        raise SystemExit("latent-preview demo: needs diffusers, whose EulerDiscreteScheduler drives the simulated run "
-                         "(pip install diffusers; the [train] extra includes it)") from None
+    from . import require
+
+    require("diffusers")  # its EulerDiscreteScheduler drives the simulated run
     from ..callback import PreviewCallback
     from ..denoised import make_source
     from ..registry import available, load

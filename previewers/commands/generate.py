@@ -9,8 +9,19 @@ def add_arguments(parser):
     parser.add_argument("--steps", type=int, help="sampling steps; None: the pipeline's own default")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--every", type=int, default=1, help="preview every K-th step")
-    parser.add_argument("--previewer", default="auto",
-                        help="registry name or .safetensors path; auto picks the shipped one for the model's latent space")
+    parser.add_argument("--height", type=int, help="image height in pixels (default: the pipeline's own)")
+    parser.add_argument("--width", type=int, help="image width in pixels (default: the pipeline's own)")
+    parser.add_argument("--guidance-scale", type=float, help="classifier-free guidance scale (default: the pipeline's own)")
+    parser.add_argument("--negative-prompt", help="what the image should not show (pipelines that take one)")
+    parser.add_argument("--size", type=int, help="upscale step previews so the longer side has this many pixels "
+                                                 "(default: the previewer's output, 1/8 of the image at latent resolution)")
+    parser.add_argument("--preview", "--previewer", dest="previewer", default="auto", metavar="METHOD",
+                        help="how steps are previewed (README, 'Choosing a preview method'): auto (the preferred shipped "
+                             "previewer for the model's latent space, else one fitted against the model's VAE on first "
+                             "use, cached); fit (refit that one); a family shipped for the space: affine (a factor "
+                             "table), conv, upsampler, linear, quadratic, mlp; a TAESD-family decoder file (taesd, "
+                             "taesdxl, taesd3, taef1 .safetensors, taef2 .pth); vae (the model's own VAE, exact and "
+                             "costly: use a large --every); or a registry name or .safetensors weight file")
     parser.add_argument("--source", choices=("auto", "x0", "latents"), default="auto",
                         help="preview the denoised estimate x0, the noisy latents, or x0 where the scheduler gives it exactly")
     parser.add_argument("--allow-download", action="store_true",
@@ -36,32 +47,62 @@ def load_pipeline(model: str, allow_download: bool, dtype):
         raise FileNotFoundError(f"no diffusers model {model!r}: {where} ({type(e).__name__}); {hint}") from None
 
 
+def previewer_for(method: str, pipe):
+    """What --preview METHOD means for `pipe`: a family name becomes the shipped previewer of that family
+    for the pipeline's latent space; anything else goes to PreviewCallback.for_pipeline as it is."""
+    from ..callback import auto_previewer
+    from ..families import FAMILIES
+    from ..pipeline_space import resolve_convention
+
+    if method == "taesd":
+        raise ValueError("--preview taesd needs the decoder file: pass its path, e.g. --preview taesd_decoder.safetensors "
+                         "(taesd for SD 1.x/2.x, taesdxl, taesd3, taef1, taef2 for FLUX.2)")
+    if method in FAMILIES:
+        convention = resolve_convention(pipe)
+        if convention.shared_space is None:
+            raise ValueError(f"--preview {method}: no previewers are shipped for {type(pipe).__name__}'s latents "
+                             f"({convention.family}); use --preview auto (fits one against its VAE) or vae")
+        return auto_previewer(convention.shared_space, families=(method,))
+    return method
+
+
 def run(args) -> int:
+    import inspect
     from pathlib import Path
 
     import torch
 
-    try:
-        import diffusers  # noqa: F401
-    except ModuleNotFoundError:
-        raise SystemExit("latent-preview generate: needs diffusers and transformers "
-                         "(pip install diffusers transformers)") from None
+    from . import require
+
+    require("diffusers", "transformers")
     from ..callback import PreviewCallback
 
-    if args.every < 1:
-        raise ValueError(f"--every must be at least 1, got {args.every}")
+    for flag, value in (("--every", args.every), ("--steps", args.steps), ("--height", args.height),
+                        ("--width", args.width), ("--size", args.size)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
+    if (args.height is None) != (args.width is None):
+        raise ValueError("give both --height and --width, or neither")
     if torch.cuda.is_available():
         device, dtype = "cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     else:
         device, dtype = "cpu", torch.float32
     pipe = load_pipeline(args.model, args.allow_download, dtype).to(device)
     out = Path(args.out)
-    cb = PreviewCallback.for_pipeline(pipe, previewer=args.previewer, every=args.every, out_dir=out, source=args.source)
-    steps = {"num_inference_steps": args.steps} if args.steps else {}
+    options = {"num_inference_steps": args.steps, "height": args.height, "width": args.width,
+               "guidance_scale": args.guidance_scale, "negative_prompt": args.negative_prompt}
+    options = {k: v for k, v in options.items() if v is not None}
+    accepted = inspect.signature(pipe.__call__).parameters
+    flags = {"negative_prompt": "--negative-prompt", "guidance_scale": "--guidance-scale"}
+    for key in options:
+        if key not in accepted:
+            raise ValueError(f"{type(pipe).__name__} takes no {flags.get(key, key)}")
+    cb = PreviewCallback.for_pipeline(pipe, previewer=previewer_for(args.previewer, pipe), every=args.every, out_dir=out,
+                                      source=args.source, height=args.height, width=args.width, size=args.size)
     generator = torch.Generator(device).manual_seed(args.seed)
     try:
         images = pipe(args.prompt, generator=generator, callback_on_step_end=cb,
-                      callback_on_step_end_tensor_inputs=cb.tensor_inputs, **steps).images
+                      callback_on_step_end_tensor_inputs=cb.tensor_inputs, **options).images
     finally:
         cb.close()
     out.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,11 @@ def add_arguments(parser):
 
 def run(args) -> int:
     from ..registry import available, weights_dir
+    from ..spaces import get_space
     from ..weightfile import read_config
 
+    if args.space is not None:
+        get_space(args.space)
     rows = []
     for name in available():
         config = read_config(weights_dir() / f"{name}.safetensors")

@@ -1,3 +1,5 @@
+from training.commands.fit import add_device_argument
+
 HELP = "Score previewers (and optionally published tables and peer models) against a VAE decoder on held-out images."
 
 
@@ -9,7 +11,8 @@ def add_arguments(parser):
     parser.add_argument("--vae-config", help="diffusers VAE config folder, needed to load a single-file checkpoint offline")
     parser.add_argument("--space", required=True, choices=("sd1", "sdxl", "sd3", "flux1", "flux2"), help="latent space")
     parser.add_argument("--images", required=True, help="held-out image folder (e.g. ../shared/data/kodak24); never fit on it")
-    parser.add_argument("--previewer", help="comma-separated registry names (see `latent-preview list`) or .safetensors paths")
+    parser.add_argument("--previewer", help="comma-separated registry names (see `latent-preview list`), .safetensors "
+                                            "weight files or TAESD-family decoder files (.safetensors/.pth)")
     parser.add_argument("--baselines", action="store_true",
                         help="also score the published factor tables and peer models of --space")
     parser.add_argument("--tile", type=int, default=256, help="held-out tile side in pixels (non-overlapping tiles of each image)")
@@ -21,12 +24,24 @@ def add_arguments(parser):
     parser.add_argument("--cache", help="folder for the cached held-out decodes (default: $LATENT_PREVIEW_CACHE/pairs, "
                                         "else ~/.cache/latent-preview/pairs)")
     parser.add_argument("--no-cache", action="store_true", help="recompute the held-out decodes and write no cache")
-    parser.add_argument("--device", default="cpu",
-                        help="device for the teacher ('auto', 'cpu', 'cuda'); previews are timed on the CPU")
+    add_device_argument(parser, "device for the teacher (previews are timed on the CPU)")
+
+
+def labels(names: list[str]) -> list[str]:
+    """Row labels for --previewer entries: registry names as they are, weight files by their stem, or by the
+    path as given where the stem would be taken twice (my/sd1-conv.safetensors beside the shipped sd1-conv)."""
+    from pathlib import Path
+
+    stems = [Path(n).stem if n.endswith((".safetensors", ".pth", ".pt")) else n for n in names]
+    return [n if stems.count(stem) > 1 and n != stem else stem for n, stem in zip(names, stems)]
 
 
 def run(args) -> int:
     from pathlib import Path
+
+    from previewers.commands import require
+
+    require("diffusers", "tqdm", "skimage")
 
     from previewers.registry import load
     from training.commands.fit import open_teacher
@@ -38,12 +53,12 @@ def run(args) -> int:
     if not names and not args.baselines:
         raise ValueError("give --previewer NAME[,NAME...] and/or --baselines")
     modules = {}
-    for name in names:
+    for name, label in zip(names, labels(names)):
         module = load(name)
         space = module.meta.get("space")
         if space is not None and space != args.space:
             raise ValueError(f"previewer {name} is for space {space}, not {args.space}")
-        modules[Path(name).stem if name.endswith(".safetensors") else name] = module
+        modules[label] = module
     if args.baselines:
         modules.update(baselines(args.space))
     teacher, teacher_id = open_teacher(args)

@@ -1,8 +1,8 @@
 HELP = "Export a fitted linear/affine previewer as ComfyUI-style latent_rgb_factors (Python) or JSON for other tools."
 
-FORMATS = ("comfyui", "json", "taesd")
+FORMATS = ("comfyui", "json")
 
-# Why an upsampler cannot be written for TAESD-style loaders (taesd.py's Decoder and its ports):
+# Why an upsampler cannot be written for TAESD-style loaders either (taesd.py's Decoder and its ports):
 TAESD_MISMATCH = (
     "TAESD-style loaders build one fixed decoder (a tanh clamp, 64-channel 3x3 convs in residual Blocks, 3-1-3-3 "
     "blocks around three upsampling stages) and load weights by its nn.Sequential indices; the upsampler family is "
@@ -14,9 +14,8 @@ TAESD_MISMATCH = (
 def add_arguments(parser):
     parser.add_argument("previewer", help="registry name (see `latent-preview list`) or .safetensors path")
     parser.add_argument("--format", required=True, choices=FORMATS,
-                        help="comfyui: a Python snippet with latent_rgb_factors and latent_rgb_factors_bias in "
-                             "ComfyUI's convention; json: the same numbers plus the [0, 1] form; taesd: a TAESD-style "
-                             "decoder file (upsampler only, when the architecture allows)")
+                        help="comfyui: the self.latent_rgb_factors / self.latent_rgb_factors_bias lines of a "
+                             "ComfyUI latent format class, ready to paste; json: the same numbers plus the [0, 1] form")
     parser.add_argument("--out", required=True, help="file to write")
 
 
@@ -27,11 +26,11 @@ def run(args) -> int:
     from training.export import comfyui_snippet, factors, json_export
 
     previewer = load(args.previewer)
-    if args.format == "taesd":
-        if previewer.family != "upsampler":
-            raise ValueError(f"--format taesd is for upsampler previewers; {args.previewer} is {previewer.family}")
+    if previewer.family == "upsampler":
         widths = "/".join(str(w) for w in (previewer.args["width"], *previewer.args["stages"]))
-        raise ValueError("cannot export this upsampler in TAESD format: " + TAESD_MISMATCH.format(widths=widths))
+        raise ValueError(f"{args.previewer} is an upsampler: a network, not a factor table (comfyui and json need "
+                         "a linear or affine previewer), and it cannot be exported in TAESD format either: "
+                         + TAESD_MISMATCH.format(widths=widths))
     name = Path(args.previewer).stem if str(args.previewer).endswith(".safetensors") else args.previewer
     text = comfyui_snippet(previewer, name) if args.format == "comfyui" else json_export(previewer, name)
     out = Path(args.out)

@@ -6,14 +6,24 @@ ARGS_HELP = (
 )
 
 
+REQUIRED = ("teacher", "space", "family", "out")  # unless --pipeline
+
+
 def add_arguments(parser):
+    first_use = parser.add_argument_group("fit on first use")
+    first_use.add_argument("--pipeline", metavar="DIR",
+                           help="diffusers pipeline folder: fit against its own VAE, offline, the previewer that "
+                                "previewer='auto' fits on first use, and store it in the cache (also --out FILE, "
+                                "--device, --convention); the options below are then not used")
+    first_use.add_argument("--convention", help="for a pipeline class not recognised: the family whose latent "
+                                                "convention it shares (e.g. wan, qwenimage)")
     teacher = parser.add_argument_group("teacher")
-    teacher.add_argument("--teacher", required=True,
+    teacher.add_argument("--teacher",
                          help="decoder to imitate: a TAESD-family decoder file (its _encoder sibling is found "
                               "automatically), a diffusers VAE or pipeline folder, or a single-file VAE checkpoint")
     teacher.add_argument("--encoder", help="TAESD encoder file, when it is not the decoder's _encoder sibling")
     teacher.add_argument("--vae-config", help="diffusers VAE config folder, needed to load a single-file checkpoint offline")
-    teacher.add_argument("--space", required=True, choices=("sd1", "sdxl", "sd3", "flux1", "flux2"),
+    teacher.add_argument("--space", choices=("sd1", "sdxl", "sd3", "flux1", "flux2"),
                          help="latent space: sets the noise trajectory (ddpm for sd1/sdxl, flow otherwise) and the file names")
     data = parser.add_argument_group("data")
     data.add_argument("--images", help="folder of training photos (never the benchmark images)")
@@ -34,7 +44,7 @@ def add_arguments(parser):
                       help="read pairs from the on-disk cache as they are needed instead of holding them in memory "
                            "(pair sets larger than RAM)")
     model = parser.add_argument_group("fitting")
-    model.add_argument("--family", required=True,
+    model.add_argument("--family",
                        help="comma-separated families: linear, affine, quadratic and a one-layer conv (least squares); "
                             "mlp, conv nets and upsampler (Adam)")
     model.add_argument("--args", help=ARGS_HELP)
@@ -48,16 +58,42 @@ def add_arguments(parser):
     model.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate (cosine-annealed)")
     model.add_argument("--patience", type=int, default=10,
                        help="validation passes (every 100 steps) without improvement before stopping early")
-    model.add_argument("--device", default="auto", help="'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
+    model.add_argument("--loss", default="mse", choices=("mse", "l1-gradient"),
+                       help="Adam's loss: squared display error, or L1 plus L1 of its spatial differences (values "
+                            "edges); validation and early stopping use PSNR either way")
+    add_device_argument(model, "device for the teacher and the Adam fits")
     model.add_argument("--resume", action="store_true",
                        help="continue an Adam fit from its checkpoint (OUT.ckpt beside each output file, written "
                             "after every validation pass and removed when the fit ends); without it a fit starts afresh")
     out = parser.add_argument_group("output")
-    out.add_argument("--out", required=True,
+    out.add_argument("--out",
                      help="output .safetensors file (one family) or folder (files named <space>-<family>[-<variant>].safetensors)")
     out.add_argument("--eval-images", help="held-out image folder: score each fit there and store the numbers in its metadata")
     out.add_argument("--eval-tile", type=int, default=256, help="held-out tile side in pixels (as in `latent-preview eval`)")
     out.add_argument("--eval-count", type=int, help="use this many held-out tiles (default: all)")
+    out.add_argument("--force", action="store_true", help="overwrite output files that already exist")
+
+
+def add_device_argument(parser, purpose: str) -> None:
+    """--device, the same for fit and eval."""
+    parser.add_argument("--device", default="auto",
+                        help=f"{purpose}: 'auto' (CUDA when available), 'cpu', 'cuda', 'cuda:1', ...")
+
+
+def check_counts(args) -> None:
+    """One clear error for a count or fraction out of range, before anything is loaded."""
+    at_least = {"--crops": (args.crops, 1), "--crop-size": (args.crop_size, 1), "--steps": (args.steps, 1),
+                "--batch": (args.batch, 1), "--patience": (args.patience, 1), "--reweight": (args.reweight, 0),
+                "--eval-tile": (args.eval_tile, 1), "--eval-count": (args.eval_count, 1)}
+    for flag, (value, least) in at_least.items():
+        if value is not None and value < least:
+            raise ValueError(f"{flag} must be at least {least}, got {value}")
+    if not 0 <= args.noise_mix <= 1:
+        raise ValueError(f"--noise-mix must be between 0 and 1, got {args.noise_mix}")
+    if args.ridge < 0:
+        raise ValueError(f"--ridge must not be negative, got {args.ridge}")
+    if args.lr <= 0:
+        raise ValueError(f"--lr must be positive, got {args.lr}")
 
 
 def parse_families(text: str) -> list[str]:
@@ -120,13 +156,27 @@ def output_paths(out: str, space: str, families: list[str], variant: str | None)
 
 def run(args) -> int:
     """Under torchrun (WORLD_SIZE set) every process runs this; they fit data-parallel and rank 0 writes."""
+    from previewers.commands import require
+
+    require("diffusers", "tqdm", *(["skimage"] if args.eval_images else []))
     from training.distributed import launched
     from training.gradient import resolve_device
 
+    if args.pipeline:
+        from training.pipeline_folder import fit_pipeline_folder
+
+        previewer, cached = fit_pipeline_folder(args.pipeline, args.device, args.convention, args.out)
+        print(f"cached {cached}" + (f" and wrote {args.out}" if args.out else ""))
+        return 0
+    missing = [f"--{name}" for name in REQUIRED if not getattr(args, name)]
+    if missing:
+        raise ValueError(f"{', '.join(missing)} required (or fit for a pipeline folder with --pipeline DIR)")
+    # every option is checked, and every model built, before the minutes of encoding and decoding pairs
     if not args.images and not args.latents:
         raise ValueError("give --images and/or --latents")
     if args.stream and args.no_cache:
         raise ValueError("--stream reads pairs from the on-disk cache; it cannot go with --no-cache")
+    check_counts(args)
     with launched(cuda=resolve_device(args.device).type == "cuda") as world:
         return fit_all(args, world)
 
@@ -135,14 +185,19 @@ def fit_all(args, world) -> int:
     from previewers.spaces import get_space
     from previewers.weightfile import save
     from training.data import Crops, default_cache_dir, make_pairs
-    from training.fit import fit
+    from training.fit import build_for, fit
     from training.gradient import Training
 
     families = parse_families(args.family)
     arguments = family_args(args.args, families)
     paths = output_paths(args.out, args.space, families, args.variant)
+    existing = [str(p) for p in paths.values() if p.exists()]
+    if existing and not args.force:
+        raise ValueError(f"{', '.join(existing)} already exists; pass --force to overwrite")
     space = get_space(args.space)
     teacher, teacher_id = open_teacher(args)
+    for family in families:
+        build_for(teacher, family, arguments[family])
     cache = None if args.no_cache else (args.cache or default_cache_dir())
     pairs = make_pairs(teacher, space.kind, images=args.images, latents=args.latents,
                        crops=Crops(count=args.crops, size=args.crop_size, seed=args.seed, dihedral=args.augment,
@@ -155,7 +210,8 @@ def fit_all(args, world) -> int:
 
         held = held_out(teacher, args.eval_images, size=args.eval_tile, count=args.eval_count,
                         cache_dir=cache, teacher_id=teacher_id)
-    training = Training(steps=args.steps, batch=args.batch, lr=args.lr, patience=args.patience, seed=args.seed)
+    training = Training(steps=args.steps, batch=args.batch, lr=args.lr, patience=args.patience, seed=args.seed,
+                        loss=args.loss)
     for family in families:
         previewer = fit(teacher, family, pairs, space=args.space, args=arguments[family], device=args.device,
                         ridge=args.ridge, reweight=args.reweight, training=training,
@@ -167,8 +223,14 @@ def fit_all(args, world) -> int:
 
             (row,) = evaluate({family: previewer}, held, progress=False)
             previewer.meta["metrics"] = as_metrics(row, held)
-            line += (f", held-out PSNR {row.clean['psnr']:.2f} dB clean / {row.noised['psnr']:.2f} dB noised, "
-                     f"{row.ms:.2f} ms per 64² latent")
+            line += (f", held-out PSNR {row.clean['psnr']:.2f} dB clean / {row.noised['psnr']:.2f} dB noised on "
+                     f"{len(held.clean)} {args.eval_tile}² tiles of {args.eval_images}, {row.ms:.2f} ms per 64² latent")
+            if previewer.scale > 1:
+                from training.full_res import full_res_metrics
+
+                full = previewer.meta["metrics"]["full_res"] = full_res_metrics(previewer, teacher, held)
+                line += (f"; pooled {full['pooled']['clean']['psnr']:.2f} dB, ceiling of latent-res previews "
+                         f"{full['ceiling']['clean']['psnr']:.2f} dB, teacher {full['ceiling']['teacher_ms']:.0f} ms")
         if not world.main:
             continue
         path = save(previewer, paths[family])

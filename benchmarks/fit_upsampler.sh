@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Fit the shipped upsampler of one latent space into weights/:  bash benchmarks/fit_upsampler.sh SPACE [--device cuda] [--resume]
+# Same teacher, training pairs (2,048 augmented 128² crops of ../shared/data/train, cached by fit_weights.sh) and
+# held-out metrics (../shared/data/kodak24, stored in the file with the full-resolution comparison) as fit_weights.sh.
+# Design: the pixel-shuffle upsampler (residual trunk of 64 at latent resolution, sub-pixel stages 32/16/8) over a
+# least-squares linear k×k conv upscaled bilinearly, so training starts at that preview. Fixed budget: 20,000 Adam
+# steps of 16 whole 16² latent crops (128² targets), validation PSNR at full resolution every 100 steps; resumable
+# with --resume (checkpoint beside the output, written at every validation pass). Extra arguments go to the fit.
+set -euo pipefail
+space=${1:?usage: fit_upsampler.sh sd1|sdxl|sd3|flux1|flux2 [fit options]}; shift
+root=$(cd "$(dirname "$0")/.." && pwd)
+shared=$root/../shared
+case $space in
+  sd1) teacher=taesd_decoder.safetensors; context=3 ;;
+  sdxl) teacher=taesdxl_decoder.safetensors; context=3 ;;
+  sd3) teacher=taesd3_decoder.safetensors; context=3 ;;
+  flux1) teacher=taef1_decoder.safetensors; context=3 ;;
+  flux2) teacher=taef2_decoder.pth; context=5 ;;  # FLUX.2 latents need more spatial context (as in fit_weights.sh)
+  *) echo "unknown space $space (sd1, sdxl, sd3, flux1, flux2)" >&2; exit 2 ;;
+esac
+python -m previewers fit --teacher "$shared/models/teachers/$teacher" --space "$space" --images "$shared/data/train" \
+  --crops 2048 --crop-size 128 --augment 0.5 --eval-images "$shared/data/kodak24" --out "$root/weights" \
+  --family upsampler \
+  --args "{\"width\": 64, \"depth\": 2, \"stages\": [32, 16, 8], \"upsample\": \"shuffle\", \"base\": $context}" \
+  --steps 20000 --batch 16 --lr 2e-3 --patience 40 "$@"

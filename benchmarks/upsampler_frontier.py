@@ -1,0 +1,100 @@
+"""Quality against cost of upsampler designs, to choose what ships (benchmarks/fit_upsampler.sh).
+
+    python -m benchmarks.upsampler_frontier --space sd1 [--steps 2000] [--out benchmarks/results/upsampler-frontier-cpu-sd1.md]
+
+In one process, for one latent space: the training pairs of benchmarks/fit_weights.sh (the same cache), the held-out
+kodak24 tiles, and for each design in DESIGNS a fit with the same Adam budget, scored at full resolution against the
+teacher's decode (PSNR/SSIM clean and noised), pooled to latent resolution, and timed at 1×C×64² on one thread beside
+the teacher, with its multiply-accumulates; the ceiling of any latent-resolution preview (training.full_res) in the
+same run.
+"""
+
+import argparse
+import sys
+
+import torch
+
+from benchmarks.frontier import CROPS, RESULTS, space_data
+from benchmarks.speed import count_macs, run_model
+from benchmarks.timing import machine, median_seconds, progress, publish
+
+
+def designs(context: int) -> dict:
+    """name → (upsampler args, loss). The first design as shipped before, then pixel-shuffle designs."""
+
+    def shuffle(width, depth, stages, base=context):
+        return {"width": width, "depth": depth, "stages": list(stages), "upsample": "shuffle", "base": base}
+
+    return {
+        "first design (nearest stages)": ({"width": 64, "depth": 2, "stages": [48, 32, 16]}, "mse"),
+        "shuffle 32, 2 blocks, 16-8-8": (shuffle(32, 2, (16, 8, 8)), "mse"),
+        "shuffle 48, 2 blocks, 24-12-8": (shuffle(48, 2, (24, 12, 8)), "mse"),
+        "shuffle 64, 2 blocks, 32-16-8 (shipped)": (shuffle(64, 2, (32, 16, 8)), "mse"),
+        "shuffle 64, 2 blocks, 32-16-8, no base": (shuffle(64, 2, (32, 16, 8), base=0), "mse"),
+        "shuffle 64, 2 blocks, 32-16-8, L1 + gradient loss": (shuffle(64, 2, (32, 16, 8)), "l1-gradient"),
+        "shuffle 64, 2 blocks, 32-16 (4x, half resolution)": (shuffle(64, 2, (32, 16)), "mse"),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--space", required=True, choices=("sd1", "sdxl", "sd3", "flux1", "flux2"))
+    parser.add_argument("--steps", type=int, default=2000, help="Adam steps per design (the same for all)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--count", type=int, help="held-out tiles (default: all 144)")
+    parser.add_argument("--out", help="markdown file (default: benchmarks/results/upsampler-frontier-cpu-SPACE.md)")
+    args = parser.parse_args(argv)
+
+    from training.evaluate import evaluate
+    from training.fit import fit
+    from training.full_res import CEILING, Ceiling, Pooled
+    from training.gradient import Training
+
+    space, teacher, pairs, data, context = space_data(args.space, args.count)
+
+    torch.set_num_threads(1)
+    x = torch.randn(1, space.channels, 64, 64)
+    progress(f"{args.space}: timing the teacher; scoring the ceiling")
+    teacher_s = median_seconds(lambda: run_model(teacher.decoder, x), torch.device("cpu"))
+    (ceiling,) = evaluate({CEILING: Ceiling(teacher)}, data, progress=False)
+
+    rows = []
+    for name, (design, loss) in designs(context).items():
+        progress(f"{args.space}: {name}")
+        torch.set_num_threads(2)
+        training = Training(steps=args.steps, batch=args.batch, patience=args.steps, loss=loss)  # a fixed budget
+        previewer = fit(teacher, "upsampler", pairs, space=args.space, args=design, device="cpu", training=training)
+        torch.set_num_threads(1)
+        full, pooled = evaluate({name: previewer, "pooled": Pooled(previewer)}, data, progress=False)
+        seconds = median_seconds(lambda: run_model(previewer, x), torch.device("cpu"))
+        rows.append((name, design, loss, full, pooled, count_macs(run_model, previewer, x), seconds))
+
+    lines = [
+        f"# Upsampler designs for {args.space}: quality against cost",
+        "",
+        f"Machine: {machine(torch.device('cpu'), torch.float32)} (timings on one thread; other work shared the CPU).  ",
+        f"Run: `python -m benchmarks.upsampler_frontier {' '.join(argv if argv is not None else sys.argv[1:])}`.",
+        "",
+        f"Every design trained with the same budget ({args.steps} Adam steps of {args.batch} 16² latent crops) on the "
+        f"pairs of benchmarks/fit_weights.sh ({pairs.source['image_count']} images, {len(pairs)} augmented "
+        f"{CROPS['size']}² crops), scored on {len(data.clean)} 256² kodak24 tiles against {teacher.name} at the "
+        "design's output resolution (4x designs: the decode area-pooled 2x), and pooled to latent resolution. "
+        f"Ceiling of any latent-resolution preview (the teacher's decode pooled {teacher.scale_factor}x, bicubic "
+        f"back): {ceiling.clean['psnr']:.2f} dB, SSIM {ceiling.clean['ssim']:.3f} clean; "
+        f"{ceiling.noised['psnr']:.2f} dB noised.",
+        "",
+        "| design | args | loss | params | MACs / 64² latent | ms / 64² latent | × teacher | PSNR full res | "
+        "SSIM full res | PSNR noised | PSNR pooled |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, design, loss, full, pooled, macs, seconds in rows:
+        lines.append(f"| {name} | `{design}` | {loss} | {full.params:,} | {macs / 1e9:.2f} G | {seconds * 1000:.1f} | "
+                     f"{teacher_s / seconds:,.1f}× | {full.clean['psnr']:.2f} | {full.clean['ssim']:.3f} | "
+                     f"{full.noised['psnr']:.2f} | {pooled.clean['psnr']:.2f} |")
+    lines += ["", f"Teacher {teacher.name}: {teacher_s * 1000:.0f} ms (one thread, 1×C×64²)."]
+    publish("\n".join(lines) + "\n", args.out or RESULTS / f"upsampler-frontier-cpu-{args.space}.md")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,300 @@
+"""Any pipeline: latent conventions, fit-on-first-use against pipe.vae, video previews, previewer="vae".
+
+Tiny random Qwen-Image, Wan 2.1 (5-D latents) and Chroma (FLUX.1's VAE) pipelines built from
+components, text encoders left out and prompt embeddings passed (CPU, seconds).
+"""
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from previewers import PreviewCallback
+from previewers.conventions import CONVENTIONS, bind
+from previewers.sinks import step_name
+
+diffusers = pytest.importorskip("diffusers")
+
+SIZE = 16  # image pixels; the tiny VAEs compress 2x, so latents are 8x8
+STEPS = 3
+FRAMES = 5  # video frames; the tiny Wan VAE compresses time 2x: 3 latent frames
+MEAN, STD = [0.1, -0.2, 0.3, 0.0], [1.5, 0.8, 2.0, 1.2]  # not 0/1, so a missing de-normalisation shows
+
+
+def tiny_flux_vae(**config):
+    return diffusers.AutoencoderKL(block_out_channels=(8, 8), layers_per_block=1, norm_num_groups=2, latent_channels=16,
+                                   down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                                   **config)
+
+
+def build(kind, **vae_config):
+    """(pipeline, call kwargs, output attribute)."""
+    torch.manual_seed(0)
+    emb = lambda *shape: torch.randn(*shape)  # noqa: E731
+    flow = diffusers.FlowMatchEulerDiscreteScheduler
+    if kind == "qwenimage":
+        vae = diffusers.AutoencoderKLQwenImage(base_dim=8, z_dim=4, dim_mult=[1, 2], num_res_blocks=1,
+                                               temperal_downsample=[False], latents_mean=MEAN, latents_std=STD)
+        transformer = diffusers.QwenImageTransformer2DModel(
+            patch_size=2, in_channels=16, out_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=2,
+            joint_attention_dim=16, axes_dims_rope=(2, 2, 4))
+        pipe = diffusers.QwenImagePipeline(scheduler=flow(), vae=vae, text_encoder=None, tokenizer=None,
+                                           transformer=transformer)
+        kwargs = dict(prompt_embeds=emb(1, 5, 16), prompt_embeds_mask=torch.ones(1, 5, dtype=torch.long))
+        return pipe, kwargs, "images"
+    if kind == "wan":
+        vae = diffusers.AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2], num_res_blocks=1, temperal_downsample=[True],
+                                         latents_mean=MEAN, latents_std=STD, scale_factor_temporal=2, scale_factor_spatial=2)
+        transformer = diffusers.WanTransformer3DModel(
+            patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, text_dim=16,
+            freq_dim=16, ffn_dim=16, num_layers=1, rope_max_seq_len=32)
+        pipe = diffusers.WanPipeline(tokenizer=None, text_encoder=None, vae=vae, scheduler=flow(shift=3.0),
+                                     transformer=transformer)
+        return pipe, dict(prompt_embeds=emb(1, 5, 16), negative_prompt_embeds=emb(1, 5, 16), num_frames=FRAMES), "frames"
+    transformer = diffusers.ChromaTransformer2DModel(
+        patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=8, num_attention_heads=2,
+        joint_attention_dim=16, axes_dims_rope=(2, 2, 4), approximator_num_channels=8, approximator_hidden_dim=16,
+        approximator_layers=1)
+    vae = tiny_flux_vae(**(vae_config or dict(shift_factor=0.2, scaling_factor=0.5)))  # not FLUX.1's: fitted
+    pipe = diffusers.ChromaPipeline(scheduler=flow(), vae=vae, text_encoder=None, tokenizer=None, transformer=transformer)
+    kwargs = dict(prompt_embeds=emb(1, 5, 16), negative_prompt_embeds=emb(1, 5, 16),
+                  prompt_attention_mask=torch.ones(1, 5), negative_prompt_attention_mask=torch.ones(1, 5))
+    return pipe, kwargs, "images"
+
+
+KINDS = ("qwenimage", "wan", "chroma")
+
+
+@pytest.fixture(params=KINDS)
+def tiny(request, tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENT_PREVIEW_CACHE", str(tmp_path / "cache"))
+    pipe, kwargs, output = build(request.param)
+    pipe.set_progress_bar_config(disable=True)
+    return request.param, pipe, kwargs, output
+
+
+def run(pipe, kwargs, output, callback=None, output_type="np", steps=STEPS):
+    extra = {} if callback is None else dict(callback_on_step_end=callback,
+                                             callback_on_step_end_tensor_inputs=callback.tensor_inputs)
+    result = pipe(**kwargs, num_inference_steps=steps, height=SIZE, width=SIZE, output_type=output_type,
+                  generator=torch.Generator().manual_seed(0), **extra)
+    return getattr(result, output)
+
+
+def test_convention_is_the_pipelines_own_decode(tiny):
+    """Decoding output_type="latent" through the convention gives the pipeline's own image output."""
+    kind, pipe, kwargs, output = tiny
+    latents = run(pipe, kwargs, output, output_type="latent")
+    reference = run(pipe, kwargs, output, output_type="pt")
+    convention = bind(pipe, CONVENTIONS[kind], SIZE, SIZE)
+    decoded = convention.decode(convention.frames(latents))  # (B, T, 3, H, W)
+    expected = reference if reference.ndim == 5 else reference[:, None]  # the video processor gives (B, T, 3, H, W)
+    assert decoded.shape == expected.shape
+    torch.testing.assert_close(decoded, expected.float(), atol=1e-5, rtol=0)
+    # encoding an image and decoding it back goes through the same conversion in both directions
+    frames = convention.from_encoder(convention.to_decoder(convention.frames(latents)))
+    torch.testing.assert_close(frames, convention.frames(latents), atol=1e-5, rtol=1e-5)
+
+
+def test_fit_on_first_use_previews_every_step_and_is_cached(tiny, tmp_path, monkeypatch):
+    kind, pipe, kwargs, output = tiny
+    reference = run(pipe, kwargs, output)
+    out = tmp_path / "steps"
+    cb = PreviewCallback.for_pipeline(pipe, height=SIZE, width=SIZE, out_dir=out, progress=False)
+    meta = cb.previewer.meta
+    assert meta["space"] == kind and meta["recipe"]["method"].startswith("least squares")
+    # the fitted previewer beats a constant colour on the held-out photos' decodes
+    assert meta["metrics"]["clean"]["psnr"] > meta["metrics"]["constant_colour"]["psnr"] + 1
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = run(pipe, kwargs, output, cb)
+    assert np.array_equal(result, reference)
+    assert [str(w.message) for w in caught if "latent-preview" in str(w.message)] == []
+    assert sorted(p.name for p in out.glob("step_*")) == [step_name(i, 0) for i in range(STEPS)]
+    cached = list((tmp_path / "cache" / "fitted").glob(f"{kind}-*.safetensors"))
+    assert len(cached) == 1
+
+    import previewers.first_use
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("fitted again instead of loading the cache")
+
+    monkeypatch.setattr(previewers.first_use, "fit_for_vae", no_fit)
+    again = PreviewCallback.for_pipeline(pipe, height=SIZE, width=SIZE)
+    assert again.previewer.meta == meta
+    for a, b in zip(again.previewer.state_dict().values(), cb.previewer.state_dict().values()):
+        assert torch.equal(a, b)
+    monkeypatch.undo()
+    monkeypatch.setenv("LATENT_PREVIEW_CACHE", str(tmp_path / "cache"))
+    refit = PreviewCallback.for_pipeline(pipe, previewer="fit", height=SIZE, width=SIZE, progress=False)
+    assert refit.previewer.meta["recipe"]["created"] >= meta["recipe"]["created"]
+
+
+def test_video_previews_tile_every_latent_frame_and_end_with_a_clip(tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENT_PREVIEW_CACHE", str(tmp_path / "cache"))
+    pipe, kwargs, output = build("wan")
+    pipe.set_progress_bar_config(disable=True)
+    seen = []
+    cb = PreviewCallback.for_pipeline(pipe, out_dir=tmp_path / "all", progress=False,
+                                      on_preview=lambda step, t, images: seen.append(images))
+    run(pipe, kwargs, output, cb)
+    frames = (FRAMES - 1) // 2 + 1  # latent frames
+    assert len(seen) == STEPS and all(len(images) == 1 and len(images[0]) == frames for images in seen)
+    side = SIZE // 2
+    assert all(frame.size == (side, side) for frame in seen[-1][0])
+    with Image.open(tmp_path / "all" / step_name(STEPS - 1, 0)) as png:  # 3 frames on a 2x2 grid, 2-pixel gaps
+        assert png.size == (2 * side + 2, 2 * side + 2)
+        tiled = np.asarray(png)
+    for i, frame in enumerate(seen[-1][0]):
+        top, left = (i // 2) * (side + 2), (i % 2) * (side + 2)
+        assert np.array_equal(tiled[top:top + side, left:left + side], np.asarray(frame))
+    with Image.open(tmp_path / "all" / "video.gif") as gif:
+        assert gif.n_frames == frames
+    assert (tmp_path / "all" / "preview.gif").is_file() and (tmp_path / "all" / "sheet.png").is_file()
+
+    first = PreviewCallback.for_pipeline(pipe, out_dir=tmp_path / "first", frames="first", keep=True, progress=False)
+    run(pipe, kwargs, output, first)
+    assert all(len(images[0]) == 1 for images in first.images.values())
+    with Image.open(tmp_path / "first" / step_name(0, 0)) as png:
+        assert png.size == (side, side)
+
+
+@pytest.mark.parametrize("kind", ["qwenimage", "wan", "sd"])
+def test_vae_previewer_last_step_is_the_final_image(kind, tmp_path):
+    """previewer="vae" decodes as the pipeline does: with x0 from a deterministic Euler run, the last
+    step's preview is the pipeline's final image (within 2/255), and the result is unchanged."""
+    if kind == "sd":
+        from test_callback import build as build_sd
+
+        pipe, kwargs = build_sd("sd")
+        output = "images"
+    else:
+        pipe, kwargs, output = build(kind)
+    pipe.set_progress_bar_config(disable=True)
+    reference = run(pipe, kwargs, output)
+    cb = PreviewCallback.for_pipeline(pipe, previewer="vae", source="x0", keep=True, height=SIZE, width=SIZE)
+    assert cb.previewer.meta["family"] == "vae"
+    result = run(pipe, kwargs, output, cb)
+    assert np.array_equal(result, reference)
+    last = cb.images[STEPS - 1][0]
+    last = np.stack([np.asarray(f) for f in last]) if isinstance(last, list) else np.asarray(last)
+    final = (reference[0] * 255).round()
+    assert last.shape == final.shape
+    assert np.abs(last.astype(float) - final).max() <= 2
+
+
+def test_vae_previewer_warns_once_when_a_decode_costs_more_than_a_step(monkeypatch):
+    import time
+
+    from previewers.vae_preview import VaePreview
+
+    pipe, kwargs, output = build("qwenimage")
+    pipe.set_progress_bar_config(disable=True)
+    slow = VaePreview.forward
+
+    def slow_forward(self, frames):
+        time.sleep(0.5)
+        return slow(self, frames)
+
+    monkeypatch.setattr(VaePreview, "forward", slow_forward)
+    cb = PreviewCallback.for_pipeline(pipe, previewer="vae", height=SIZE, width=SIZE)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(pipe, kwargs, output, cb)
+    messages = [str(w.message) for w in caught if "previewer='vae'" in str(w.message)]
+    assert len(messages) == 1 and "every=K" in messages[0]
+
+
+def test_flux_vae_families_take_the_shipped_flux1_previewers(tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENT_PREVIEW_CACHE", str(tmp_path / "cache"))
+    pipe, kwargs, output = build("chroma", shift_factor=0.1159, scaling_factor=0.3611)
+    cb = PreviewCallback.for_pipeline(pipe, height=SIZE, width=SIZE)
+    assert cb.previewer.meta["space"] == "flux1"
+    assert not (tmp_path / "cache").exists()  # nothing was fitted
+
+
+def test_unknown_pipeline_with_a_stated_convention(tmp_path, monkeypatch):
+    monkeypatch.setenv("LATENT_PREVIEW_CACHE", str(tmp_path / "cache"))
+    wan, _, _ = build("wan")
+
+    class MyVideoPipeline:
+        vae = wan.vae
+        scheduler = wan.scheduler
+        vae_scale_factor_spatial = 2
+
+    with pytest.raises(ValueError, match=r"cannot tell.*MyVideoPipeline.*convention='wan'"):
+        PreviewCallback.for_pipeline(MyVideoPipeline())
+    with pytest.raises(ValueError, match="unknown latent convention 'wan2'"):
+        PreviewCallback.for_pipeline(MyVideoPipeline(), convention="wan2")
+    cb = PreviewCallback.for_pipeline(MyVideoPipeline(), convention="wan", keep=True, progress=False)
+    latents = torch.randn(1, 4, 3, 8, 8)
+    cb(MyVideoPipeline(), 0, 999, {"latents": latents})
+    cb.close()
+    assert len(cb.images[0][0]) == 3
+    with pytest.raises(ValueError, match="frames must be one of all, first"):
+        PreviewCallback.for_pipeline(MyVideoPipeline(), convention="wan", frames="last")
+
+
+def test_fit_command_fills_the_cache_for_a_pipeline_folder(tmp_path, monkeypatch, capsys):
+    from previewers.cli import main
+
+    monkeypatch.setenv("LATENT_PREVIEW_CACHE", str(tmp_path / "cache"))
+    pipe, kwargs, output = build("qwenimage")
+    pipe.save_pretrained(tmp_path / "pipe")
+    assert main(["fit", "--pipeline", str(tmp_path / "pipe"), "--device", "cpu", "--out", str(tmp_path / "q.safetensors")]) == 0
+    assert "cached" in capsys.readouterr().out and (tmp_path / "q.safetensors").is_file()
+
+    import previewers.first_use
+
+    monkeypatch.setattr(previewers.first_use, "fit_for_vae", lambda *a, **k: pytest.fail("not taken from the cache"))
+    cb = PreviewCallback.for_pipeline(pipe, height=SIZE, width=SIZE)
+    assert cb.previewer.meta["space"] == "qwenimage"
+    assert main(["fit", "--pipeline", str(tmp_path)]) == 2
+    assert "no model_index.json" in capsys.readouterr().err
+    assert main(["fit", "--teacher", "x"]) == 2
+    assert "--space, --family, --out required" in capsys.readouterr().err
+
+
+def test_flux_size_is_inferred_from_the_tokens_when_only_one_shape_fits():
+    from test_callback import build as build_flux
+    from test_callback import mid_grey_affine
+
+    from previewers.packing import infer_size
+
+    assert infer_size(64 * 64, 8) == (1024, 1024) and infer_size(48 * 48, 8) is None  # 36x64 fits too
+    assert infer_size(48 * 64, 8) is None  # 768x1024 or 1024x768
+    pipe, kwargs = build_flux("flux1")  # default size 128 · 2 = 256 px; the run is 16x16 or 32x16
+    pipe.set_progress_bar_config(disable=True)
+    for height, width, expected in ((SIZE, SIZE, None), (2 * SIZE, SIZE, "height=/width= to PreviewCallback")):
+        cb = PreviewCallback.for_pipeline(pipe, previewer=mid_grey_affine(16), keep=True)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            pipe(**kwargs, num_inference_steps=2, height=height, width=width, output_type="latent",
+                 callback_on_step_end=cb, callback_on_step_end_tensor_inputs=cb.tensor_inputs)
+        messages = [str(w.message) for w in caught if "latent-preview" in str(w.message)]
+        if expected is None:
+            assert messages == [] and cb.images[1][0].size == (SIZE // 2, SIZE // 2)
+        else:
+            assert len(messages) == 1 and expected in messages[0] and "--height/--width" in messages[0]
+
+
+def test_fit_against_a_real_trained_decoder(shared):
+    """TAESD's trained weights in diffusers' AutoencoderTiny (SD 1.x latents as they are): the fit on
+    first use gets a usable previewer (measured 24.4 dB held-out, constant colour 13.5 dB)."""
+    from safetensors.torch import load_file
+
+    from previewers.conventions import PipelineLatents
+    from previewers.first_use import fit_for_vae
+
+    vae = diffusers.AutoencoderTiny(latent_channels=4)
+    weights = {f"encoder.layers.{k}": v.float()
+               for k, v in load_file(shared / "models/teachers/taesd_encoder.safetensors").items()}
+    for k, v in load_file(shared / "models/teachers/taesd_decoder.safetensors").items():
+        index, rest = k.split(".", 1)  # TAESD's decoder starts with its clamp layer, AutoencoderTiny's does not
+        weights[f"decoder.layers.{int(index) - 1}.{rest}"] = v.float()
+    vae.load_state_dict(weights)
+    previewer = fit_for_vae(PipelineLatents(CONVENTIONS["sd1"], vae.eval(), factor=8), progress=False)
+    metrics = previewer.meta["metrics"]
+    assert metrics["clean"]["psnr"] > 22 and metrics["clean"]["psnr"] > metrics["constant_colour"]["psnr"] + 8
