@@ -26,5 +26,5 @@ fit() {
 }
 fit --family linear,affine,quadratic "$@"
 fit --family conv --variant fast --args "{\"channels\": [], \"kernels\": [$context]}" "$@"
-fit --family mlp --args '{"hidden": [32, 32], "base": 1}' --steps 20000 --batch 64 --patience 40 "$@"
+fit --family mlp --args '{"hidden": [32, 32], "base": 2}' --steps 20000 --batch 64 --patience 40 "$@"
 fit --family conv --args "$net" --steps 30000 --batch 64 --patience 40 "$@"

@@ -160,7 +160,7 @@ def quadratic(latent_channels: int) -> Previewer:
 
 
 class Residual(nn.Module):
-    """base(x) + net(x): a linear map that least squares fits exactly (an affine 1x1 or a linear k×k conv)
+    """base(x) + net(x): a map that least squares fits exactly (an affine 1x1, a linear k×k conv or a quadratic form)
     plus a net that learns what it misses. Fitters solve `base` in closed form and start `net` with a
     zero last layer, so training begins at the closed-form solution and can only improve on it.
     With scale > 1 (the upsampler) the base works at latent resolution and its RGB is upscaled bilinearly
@@ -168,7 +168,7 @@ class Residual(nn.Module):
 
     folds_input = True
 
-    def __init__(self, base: InputConv, net: Layers, scale: int = 1):
+    def __init__(self, base: nn.Module, net: Layers, scale: int = 1):
         super().__init__()
         self.base = base
         self.net = net
@@ -187,9 +187,10 @@ def linear_base(latent_channels: int, kernel: int) -> InputConv:
 
 
 def mlp(latent_channels: int, hidden: tuple[int, ...] = (32, 32), base: int = 0) -> Previewer:
-    """Per-pixel MLP as 1x1 convs with SiLU between layers; base=1 adds it to an affine map (Residual)."""
-    if base not in (0, 1):
-        raise ValueError(f"mlp is per-pixel: base must be 0 (none) or 1 (an affine map), got {base}")
+    """Per-pixel MLP as 1x1 convs with SiLU between layers; base=1 adds it to an affine map, base=2 to a
+    quadratic form (Residual: the degree of the least-squares polynomial it starts from)."""
+    if base not in (0, 1, 2):
+        raise ValueError(f"mlp is per-pixel: base must be 0 (none), 1 (an affine map) or 2 (a quadratic form), got {base}")
     widths = (latent_channels, *hidden)
     layers: list[nn.Module] = []
     for n_in, n_out in zip(widths, widths[1:]):
@@ -197,7 +198,8 @@ def mlp(latent_channels: int, hidden: tuple[int, ...] = (32, 32), base: int = 0)
     body = Layers(*layers, (nn.Conv2d if layers else InputConv)(widths[-1], 3, 1))
     args = {"hidden": list(hidden)}
     if base:
-        body, args["base"] = Residual(linear_base(latent_channels, 1), body), base
+        polynomial = linear_base(latent_channels, 1) if base == 1 else Quadratic(latent_channels)
+        body, args["base"] = Residual(polynomial, body), base
     return Previewer("mlp", latent_channels, body, args=args)
 
 

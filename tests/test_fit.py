@@ -283,11 +283,12 @@ def residual_case():
     return x, rgb, planted_pairs(x, rgb)
 
 
-@pytest.mark.parametrize("family,args", [("mlp", {"hidden": [16], "base": 1}),
+@pytest.mark.parametrize("family,args", [("mlp", {"hidden": [16], "base": 1}), ("mlp", {"hidden": [16], "base": 2}),
                                          ("conv", {"channels": [8], "kernels": [3, 1], "base": 3})])
 def test_residual_nets_start_at_their_closed_form_base_and_only_improve(one_thread, tmp_path, family, args):
     x, rgb, pairs = residual_case()
-    base_family, base_args = ("affine", {}) if family == "mlp" else ("conv", {"channels": [], "kernels": [3]})
+    base_family, base_args = {(True, 1): ("affine", {}), (True, 2): ("quadratic", {}),
+                              (False, 3): ("conv", {"channels": [], "kernels": [3]})}[family == "mlp", args["base"]]
     base = fit(PlantedTeacher(), base_family, pairs, space="sd1", args=base_args, progress=False)
     untrained = fit(PlantedTeacher(), family, pairs, space="sd1", args=args, device="cpu",
                     training=Training(steps=0, eval_every=50), progress=False)

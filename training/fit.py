@@ -6,7 +6,7 @@ import time
 import torch
 
 from previewers.closed_form import fit_closed_form, is_closed_form, set_normalisation
-from previewers.families import build
+from previewers.families import Quadratic, build
 
 from . import distributed
 from .gradient import Training, resolve_device, train
@@ -17,12 +17,13 @@ def start_from_closed_form(previewer, pairs, ridge: float, reweight: int, progre
     net's last layer, so the net starts exactly at the closed-form previewer (training keeps the best
     validation state, so it can only end at or above it)."""
     base = previewer.body.base
-    k = base.kernel_size[0]
-    solved = build("conv", previewer.latent_channels, channels=(), kernels=(k,))  # the same map as a lone previewer
+    # the same map as a lone previewer: a quadratic form, or a linear k×k conv (1x1: affine)
+    solved = (build("quadratic", previewer.latent_channels) if isinstance(base, Quadratic)
+              else build("conv", previewer.latent_channels, channels=(), kernels=(base.kernel_size[0],)))
     solved.in_scale.copy_(previewer.in_scale)
     solved.in_shift.copy_(previewer.in_shift)
     fit_closed_form(solved, pairs.latents, pairs.small, ridge=ridge, reweight=reweight, progress=progress, world=world)
-    base.load_state_dict(solved.body[0].state_dict())
+    base.load_state_dict((solved.body if isinstance(base, Quadratic) else solved.body[0]).state_dict())
     last = previewer.body.net[-1]
     torch.nn.init.zeros_(last.weight)
     torch.nn.init.zeros_(last.bias)
