@@ -8,16 +8,18 @@ set -euo pipefail
 space=${1:?usage: fit_weights.sh sd1|sdxl|sd3|flux1|flux2 [fit options]}; shift
 root=$(cd "$(dirname "$0")/.." && pwd)
 shared=$root/../shared
-# conv: a residual net on a linear k×k conv (`base`), sized for the speed floor (≥ 5,000× faster than the full VAE
-# decode, ≥ 400× faster than the teacher): about 11-14 k multiply-accumulates per latent pixel. With 16 or 32
-# channels the first layer is a 1x1 mix, so the 3x3 layers work on 32 channels whatever the latent width.
+# conv: a residual net on a linear k×k conv (`base`), three 32-wide layers: depth beat width in
+# benchmarks/results/frontier-cpu-sdxl.md (+0.9 dB over 32-32, 48-48 and 64-64) at about 20 k multiply-accumulates
+# per latent pixel, inside the speed floor (≥ 5,000× faster than the full VAE decode, ≥ 400× faster than the
+# teacher; benchmarks/results/frontier-timing-cpu-sdxl.md). With 16 or 32 channels the first layer is a 1x1 mix,
+# so the 3x3 layers work on 32 channels whatever the latent width.
 case $space in
-  sd1) teacher=taesd_decoder.safetensors; context=3; net='{"channels": [32, 32], "kernels": [3, 3, 1], "base": 3}' ;;
-  sdxl) teacher=taesdxl_decoder.safetensors; context=3; net='{"channels": [32, 32], "kernels": [3, 3, 1], "base": 3}' ;;
-  sd3) teacher=taesd3_decoder.safetensors; context=3; net='{"channels": [32, 32], "kernels": [1, 3, 3], "base": 3}' ;;
-  flux1) teacher=taef1_decoder.safetensors; context=3; net='{"channels": [32, 32], "kernels": [1, 3, 3], "base": 3}' ;;
+  sd1) teacher=taesd_decoder.safetensors; context=3; net='{"channels": [32, 32, 32], "kernels": [3, 3, 3, 1], "base": 3}' ;;
+  sdxl) teacher=taesdxl_decoder.safetensors; context=3; net='{"channels": [32, 32, 32], "kernels": [3, 3, 3, 1], "base": 3}' ;;
+  sd3) teacher=taesd3_decoder.safetensors; context=3; net='{"channels": [32, 32, 32], "kernels": [1, 3, 3, 3], "base": 3}' ;;
+  flux1) teacher=taef1_decoder.safetensors; context=3; net='{"channels": [32, 32, 32], "kernels": [1, 3, 3, 3], "base": 3}' ;;
   # FLUX.2 latents need more spatial context (5x5 beats 3x3 by ~1.7 dB as a linear conv).
-  flux2) teacher=taef2_decoder.pth; context=5; net='{"channels": [32, 32], "kernels": [1, 3, 3], "base": 5}' ;;
+  flux2) teacher=taef2_decoder.pth; context=5; net='{"channels": [32, 32, 32], "kernels": [1, 3, 3, 3], "base": 5}' ;;
   *) echo "unknown space $space (sd1, sdxl, sd3, flux1, flux2)" >&2; exit 2 ;;
 esac
 fit() {
@@ -26,5 +28,5 @@ fit() {
 }
 fit --family linear,affine,quadratic "$@"
 fit --family conv --variant fast --args "{\"channels\": [], \"kernels\": [$context]}" "$@"
-fit --family mlp --args '{"hidden": [32, 32], "base": 2}' --steps 20000 --batch 64 --patience 40 "$@"
-fit --family conv --args "$net" --steps 30000 --batch 64 --patience 40 "$@"
+fit --family mlp --args '{"hidden": [32, 32], "base": 2}' --steps 8000 --batch 64 --patience 30 "$@"
+fit --family conv --args "$net" --steps 15000 --batch 64 --patience 40 "$@"
