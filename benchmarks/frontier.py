@@ -12,7 +12,9 @@ in this run; the table marks the best one that does.
 """
 
 import argparse
+import statistics
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -66,53 +68,83 @@ def space_data(name: str, count: int | None):
     return space, teacher, pairs, data, 5 if name == "flux2" else 3  # FLUX.2 latents need more spatial context
 
 
+def interleaved_seconds(models: dict, x: torch.Tensor, rounds: int = 7) -> dict:
+    """Median seconds per call of each model on `x`, timed in turns (one call of each per round), so a load
+    spike on the shared machine hits every model alike instead of whichever happened to be timed then."""
+    times = {name: [] for name in models}
+    with torch.inference_mode():
+        for model in models.values():
+            run_model(model, x)  # warm-up: allocator, oneDNN kernel choice
+        for _ in range(rounds):
+            for name, model in models.items():
+                start = time.perf_counter()
+                run_model(model, x)
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--space", required=True, choices=("sd1", "sdxl", "sd3", "flux1", "flux2"))
     parser.add_argument("--steps", type=int, default=2000, help="Adam steps per design (the same for all)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--count", type=int, help="held-out tiles (default: all 144)")
-    parser.add_argument("--out", help="markdown file (default: benchmarks/results/frontier-cpu-SPACE.md)")
+    parser.add_argument("--timing-only", action="store_true",
+                        help="cost columns only: untrained designs (cost does not depend on the weights), no data")
+    parser.add_argument("--out", help="markdown file (default: benchmarks/results/frontier[-timing]-cpu-SPACE.md)")
     args = parser.parse_args(argv)
 
+    from previewers import build, load
+    from previewers.spaces import get_space
     from training.evaluate import evaluate
     from training.fit import fit
     from training.gradient import Training
-
-    space, teacher, pairs, data, context = space_data(args.space, args.count)
-    training = Training(steps=args.steps, batch=args.batch, patience=args.steps)  # a fixed budget for every design
+    from benchmarks.quality import teacher_file
 
     torch.set_num_threads(1)  # tiny nets train about as fast on one thread, and timings need one
+    if args.timing_only:
+        space, context = get_space(args.space), 5 if args.space == "flux2" else 3
+        teacher = load(teacher_file(space.teacher))
+        models = {name: build("conv", space.channels, **design) for name, design in designs(space.channels, context).items()}
+        rows = {name: None for name in models}
+    else:
+        space, teacher_obj, pairs, data, context = space_data(args.space, args.count)
+        teacher = teacher_obj.decoder
+        training = Training(steps=args.steps, batch=args.batch, patience=args.steps)  # a fixed budget for every design
+        models, rows = {}, {}
+        for name, design in designs(space.channels, context).items():
+            progress(f"{args.space}: {name}")
+            models[name] = fit(teacher_obj, "conv", pairs, space=args.space, args=design, device="cpu", training=training)
+            (rows[name],) = evaluate({name: models[name]}, data, progress=False)
     x = torch.randn(1, space.channels, 64, 64)
-    progress(f"{args.space}: timing the teacher and the full VAE decode")
-    teacher_s = median_seconds(lambda: run_model(teacher.decoder, x), torch.device("cpu"))
+    progress(f"{args.space}: timing the designs in turns with the teacher, then the full VAE decode")
+    seconds = interleaved_seconds({"teacher": teacher, **models}, x)
+    teacher_s = seconds.pop("teacher")
     vae_label, vae = full_vae(space.channels)
     vae_s = median_seconds(lambda: run_vae(vae, x), torch.device("cpu"), budget_s=0.0, min_repeats=3)
     del vae
 
-    rows = []
-    for name, design in designs(space.channels, context).items():
-        progress(f"{args.space}: {name}")
-        previewer = fit(teacher, "conv", pairs, space=args.space, args=design, device="cpu", training=training)
-        (row,) = evaluate({name: previewer}, data, progress=False)
-        seconds = median_seconds(lambda: run_model(previewer, x), torch.device("cpu"))
-        rows.append((name, design, row, count_macs(run_model, previewer, x), seconds))
+    def meets(name):
+        return teacher_s / seconds[name] >= FLOOR["teacher"] and vae_s / seconds[name] >= FLOOR["full VAE"]
 
-    def meets(seconds):
-        return teacher_s / seconds >= FLOOR["teacher"] and vae_s / seconds >= FLOOR["full VAE"]
-
-    eligible = [r for r in rows if meets(r[4])]
-    best = max(eligible, key=lambda r: r[2].clean["psnr"], default=None)
+    eligible = [n for n in models if meets(n) and rows[n] is not None]
+    best = max(eligible, key=lambda n: rows[n].clean["psnr"], default=None)
+    if args.timing_only:
+        what = ("Cost only: the designs untrained (their cost does not depend on the weights). PSNR columns: see "
+                f"benchmarks/results/frontier-cpu-{args.space}.md.")
+    else:
+        what = (f"Every design trained with the same budget ({args.steps} Adam steps of {args.batch}, or least squares) "
+                f"on the pairs of benchmarks/fit_weights.sh ({pairs.source['image_count']} images, {len(pairs)} "
+                f"augmented {CROPS['size']}² crops), scored on {len(data.clean)} 256² kodak24 tiles against "
+                f"{teacher_obj.name} pooled to latent resolution.")
     lines = [
         f"# Conv designs for {args.space}: quality against cost",
         "",
         f"Machine: {machine(torch.device('cpu'), torch.float32)} (timings on one thread; other work shared the CPU).  ",
         f"Run: `python -m benchmarks.frontier {' '.join(argv if argv is not None else sys.argv[1:])}`.",
         "",
-        f"Every design trained with the same budget ({args.steps} Adam steps of {args.batch}, or least squares) on "
-        f"the pairs of benchmarks/fit_weights.sh ({pairs.source['image_count']} images, {len(pairs)} augmented "
-        f"{CROPS['size']}² crops), scored on {len(data.clean)} 256² kodak24 tiles against {teacher.name} pooled "
-        "to latent resolution. Residual designs add the net to a least-squares linear conv (`base`). Speed floor: "
+        what + " Residual designs add the net to a least-squares linear conv (`base`). Times: medians of 7 rounds "
+        "timing each design and the teacher in turn. Speed floor: "
         f"≥ {FLOOR['teacher']}× faster than the teacher and ≥ {FLOOR['full VAE']:,}× faster than the full VAE "
         f"decode ({vae_label}), both at 1×{space.channels}×64², in this run.",
         "",
@@ -120,14 +152,18 @@ def main(argv=None) -> int:
         "PSNR clean | SSIM clean | PSNR noised |",
         "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
     ]
-    for name, design, row, macs, seconds in rows:
-        mark = "**best within floor**" if best is not None and name == best[0] else ("yes" if meets(seconds) else "no")
-        lines.append(f"| {name} | `{design}` | {row.params:,} | {macs / 1e6:.1f} M | {seconds * 1000:.2f} | "
-                     f"{teacher_s / seconds:,.0f}× | {vae_s / seconds:,.0f}× | {mark} | {row.clean['psnr']:.2f} | "
-                     f"{row.clean['ssim']:.3f} | {row.noised['psnr']:.2f} |")
-    lines += ["", f"Teacher {teacher.name}: {teacher_s * 1000:.0f} ms; full VAE decode: {vae_s * 1000:.0f} ms "
-              "(one thread, 1×C×64²)."]
-    publish("\n".join(lines) + "\n", args.out or RESULTS / f"frontier-cpu-{args.space}.md")
+    for name, model in models.items():
+        row = rows[name]
+        mark = "**best within floor**" if name == best else ("yes" if meets(name) else "no")
+        quality = (f"{row.clean['psnr']:.2f} | {row.clean['ssim']:.3f} | {row.noised['psnr']:.2f}" if row is not None
+                   else "— | — | —")
+        params = sum(p.numel() for p in model.parameters())
+        lines.append(f"| {name} | `{model.args}` | {params:,} | {count_macs(run_model, model, x) / 1e6:.1f} M | "
+                     f"{seconds[name] * 1000:.2f} | {teacher_s / seconds[name]:,.0f}× | {vae_s / seconds[name]:,.0f}× | "
+                     f"{mark} | {quality} |")
+    lines += ["", f"Teacher: {teacher_s * 1000:.0f} ms; full VAE decode: {vae_s * 1000:.0f} ms (one thread, 1×C×64²)."]
+    default = f"frontier-timing-cpu-{args.space}.md" if args.timing_only else f"frontier-cpu-{args.space}.md"
+    publish("\n".join(lines) + "\n", args.out or RESULTS / default)
     return 0
 
 
