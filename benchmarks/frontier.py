@@ -12,16 +12,14 @@ in this run; the table marks the best one that does.
 """
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
 
 from benchmarks.reference import full_vae
 from benchmarks.speed import count_macs, run_model, run_vae
-from benchmarks.timing import machine, median_seconds, progress, publish
+from benchmarks.timing import interleaved_seconds, machine, median_seconds, progress, publish
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -66,21 +64,6 @@ def space_data(name: str, count: int | None):
                        cache_dir=cache, teacher_id=teacher_id)
     data = held_out(teacher, SHARED / "data" / "kodak24", count=count, cache_dir=cache, teacher_id=teacher_id)
     return space, teacher, pairs, data, 5 if name == "flux2" else 3  # FLUX.2 latents need more spatial context
-
-
-def interleaved_seconds(models: dict, x: torch.Tensor, rounds: int = 7) -> dict:
-    """Median seconds per call of each model on `x`, timed in turns (one call of each per round), so a load
-    spike on the shared machine hits every model alike instead of whichever happened to be timed then."""
-    times = {name: [] for name in models}
-    with torch.inference_mode():
-        for model in models.values():
-            run_model(model, x)  # warm-up: allocator, oneDNN kernel choice
-        for _ in range(rounds):
-            for name, model in models.items():
-                start = time.perf_counter()
-                run_model(model, x)
-                times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main(argv=None) -> int:

@@ -43,6 +43,21 @@ def median_seconds(fn, device: torch.device, budget_s: float = 1.0, min_repeats:
     return statistics.median(timed(fn, device) for _ in range(repeats))
 
 
+def interleaved_seconds(models: dict, x: torch.Tensor, rounds: int = 7) -> dict:
+    """Median seconds per call of each model on `x`, timed in turns (one call of each per round), so a load
+    spike on the shared machine hits every model alike instead of whichever happened to be timed then."""
+    times = {name: [] for name in models}
+    with torch.inference_mode():
+        for model in models.values():
+            model(x)  # warm-up: allocator, oneDNN kernel choice
+        for _ in range(rounds):
+            for name, model in models.items():
+                start = time.perf_counter()
+                model(x)
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
