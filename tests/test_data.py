@@ -175,6 +175,19 @@ def test_pairs_record_each_samples_source_image(photos):
                                                                  Crops(count=9, size=32))]
 
 
+def test_excluded_images_are_never_cropped(photos, tmp_path):
+    assert [f.name for f in image_files(photos, exclude=("p1*", "*.jpg"))] == ["p0.png", "p2.png"]
+    with pytest.raises(ValueError, match="leaves none of its 3 images"):
+        image_files(photos, exclude=("p*",))
+    options = dict(images=photos, crops=Crops(count=8, size=32), cache_dir=tmp_path / "cache", teacher_id="abc",
+                   progress=False)
+    kept = make_pairs(fake_teacher(), "ddpm", exclude=("p1.png",), **options)
+    everything = make_pairs(fake_teacher(), "ddpm", **options)  # a different listing is a different cache entry
+    assert kept.source["excluded"] == ["p1.png"] and kept.source["image_count"] == 2 and "excluded" not in everything.source
+    assert kept.image.tolist() == [c.image for c in plan_crops([(300, 200), (1200, 900)], Crops(count=8, size=32))]
+    assert not torch.equal(kept.latents, everything.latents)
+
+
 def test_streamed_pairs_read_the_same_samples_from_the_shard_cache(photos, tmp_path):
     from training.streamed import ShardColumn
 

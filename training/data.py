@@ -8,6 +8,7 @@ factor to latent resolution. Pairs are computed in shards and cached on disk as 
 by a hash of everything that determines them, so refits and interrupted runs are fast.
 """
 
+import fnmatch
 import hashlib
 import json
 import math
@@ -84,15 +85,18 @@ class Pairs:
         return self.latents.shape[0]
 
 
-def image_files(folder) -> list[Path]:
-    """The images directly inside `folder`, sorted by name."""
+def image_files(folder, exclude: tuple[str, ...] = ()) -> list[Path]:
+    """The images directly inside `folder`, sorted by name, less those whose name matches a glob in `exclude`."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    return files
+    kept = [p for p in files if not any(fnmatch.fnmatchcase(p.name, pattern) for pattern in exclude)]
+    if not kept:
+        raise ValueError(f"{folder}: excluding {', '.join(exclude)} leaves none of its {len(files)} images")
+    return kept
 
 
 def latent_files(folder) -> list[Path]:
@@ -237,6 +241,7 @@ def make_pairs(
     kind: str,
     images=None,
     latents=None,
+    exclude: tuple[str, ...] = (),
     crops: Crops = Crops(),
     noise_mix: float = 0.5,
     cache_dir=None,
@@ -248,6 +253,7 @@ def make_pairs(
     """Training pairs for `teacher` from an image folder and/or a folder of saved latents.
 
     kind: the space's noise kind, "ddpm" or "flow". noise_mix: fraction of samples noised.
+    exclude: file-name globs of images in the folder not to use (e.g. the illustrations, for per-pixel fits).
     With `cache_dir` (and `teacher_id`, a fingerprint of the teacher's files) shards are read
     from / written to `cache_dir/<key>/`, and once all are there an `index.json` marks the folder complete.
     With `stream` (needs the cache) latents and targets are read from the shard files as they are
@@ -268,12 +274,13 @@ def make_pairs(
         raise ValueError(f"crop size {crops.size} is not a multiple of the teacher's scale factor {teacher.scale_factor}")
     if images is not None and not teacher.has_encoder:
         raise ValueError(f"teacher {teacher.name} has no encoder: pass one to fit on images, or fit on --latents only")
-    files = image_files(images) if images is not None else []
+    files = image_files(images, exclude) if images is not None else []
     saved = latent_files(latents) if latents is not None else []
     latent_size = crops.size // teacher.scale_factor
     source = {
         "images": str(images) if images is not None else None,
         "image_count": len(files),
+        **({"excluded": list(exclude)} if exclude else {}),
         "latents": str(latents) if latents is not None else None,
         "latent_files": len(saved),
         "crops": asdict(crops) if files else None,

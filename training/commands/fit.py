@@ -34,6 +34,11 @@ def add_arguments(parser):
     data.add_argument("--augment", type=float, default=0.0,
                       help="fraction of crops flipped/rotated by 90°, and (independently) hue-rotated and "
                            "contrast-changed; 0 = none")
+    data.add_argument("--hue", type=float,
+                      help="fraction of crops hue-rotated (default: the --augment fraction); per-pixel maps fit photos "
+                           "better without it")
+    data.add_argument("--exclude-images", metavar="GLOBS",
+                      help="comma-separated file-name patterns of --images not to fit on, e.g. 'gnome_*,ukui_*'")
     data.add_argument("--noise-mix", type=float, default=0.5,
                       help="fraction of samples moved along the noising trajectory (the rest stay clean)")
     data.add_argument("--seed", type=int, default=0, help="seed for crops, noise, data split and initialisation")
@@ -88,8 +93,9 @@ def check_counts(args) -> None:
     for flag, (value, least) in at_least.items():
         if value is not None and value < least:
             raise ValueError(f"{flag} must be at least {least}, got {value}")
-    if not 0 <= args.noise_mix <= 1:
-        raise ValueError(f"--noise-mix must be between 0 and 1, got {args.noise_mix}")
+    for flag, fraction in (("--noise-mix", args.noise_mix), ("--augment", args.augment), ("--hue", args.hue)):
+        if fraction is not None and not 0 <= fraction <= 1:
+            raise ValueError(f"{flag} must be between 0 and 1, got {fraction}")
     if args.ridge < 0:
         raise ValueError(f"--ridge must not be negative, got {args.ridge}")
     if args.lr <= 0:
@@ -199,9 +205,10 @@ def fit_all(args, world) -> int:
     for family in families:
         build_for(teacher, family, arguments[family])
     cache = None if args.no_cache else (args.cache or default_cache_dir())
-    pairs = make_pairs(teacher, space.kind, images=args.images, latents=args.latents,
+    exclude = tuple(p.strip() for p in (args.exclude_images or "").split(",") if p.strip())
+    pairs = make_pairs(teacher, space.kind, images=args.images, latents=args.latents, exclude=exclude,
                        crops=Crops(count=args.crops, size=args.crop_size, seed=args.seed, dihedral=args.augment,
-                                   hue=args.augment, contrast=args.augment),
+                                   hue=args.augment if args.hue is None else args.hue, contrast=args.augment),
                        noise_mix=args.noise_mix, cache_dir=cache, teacher_id=teacher_id, progress=world.main,
                        stream=args.stream)
     held = None
