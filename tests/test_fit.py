@@ -228,6 +228,8 @@ def no_pairs(*args, **kwargs):
     ("--steps", "-1", "--steps must be at least 1, got -1"),
     ("--batch", "0", "--batch must be at least 1, got 0"),
     ("--noise-mix", "1.5", "--noise-mix must be between 0 and 1, got 1.5"),
+    ("--augment", "-0.1", "--augment must be between 0 and 1, got -0.1"),
+    ("--hue", "2", "--hue must be between 0 and 1, got 2.0"),
     ("--args", '{"kernels": [2]}', "odd kernels"),
     ("--args", '{"width": 8}', "bad arguments for family 'conv'"),
 ])
