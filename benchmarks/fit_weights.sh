@@ -5,7 +5,7 @@
 # ../shared/data/kodak24. Pairs are cached, so the families after the first reuse the same encoded and decoded crops.
 # Per-pixel families (linear, affine, quadratic, mlp) fit the photos alone, without hue rotation: one colour per
 # latent pixel cannot serve flat-shaded illustrations and photos at once, and on sd1 the least-squares compromise
-# cost 0.5-0.7 dB on held-out photos (affine 20.95 -> 21.69 dB, quadratic 21.23 -> 21.78 on kodak24); the nets
+# cost 0.5-0.7 dB on held-out photos (affine 20.99 -> 21.69 dB, quadratic 21.29 -> 21.78 on 144 kodak24 tiles); the nets
 # with spatial context keep every image and the full augmentation.
 # Extra arguments go to every `latent-preview fit` (--resume continues killed Adam fits from their checkpoints).
 set -euo pipefail
