@@ -230,6 +230,9 @@ def no_pairs(*args, **kwargs):
     ("--noise-mix", "1.5", "--noise-mix must be between 0 and 1, got 1.5"),
     ("--augment", "-0.1", "--augment must be between 0 and 1, got -0.1"),
     ("--hue", "2", "--hue must be between 0 and 1, got 2.0"),
+    ("--val-images", "photo_*", "validation images photo_* match none of the 1 training images"),
+    ("--val-images", "img*", "validation images img* match every training image; none would be left to train on"),
+    ("--val-images", " , ", "--val-images is empty"),
     ("--args", '{"kernels": [2]}', "odd kernels"),
     ("--args", '{"width": 8}', "bad arguments for family 'conv'"),
 ])
@@ -241,6 +244,14 @@ def test_fit_checks_every_option_before_any_data_work(tmp_path, capsys, monkeypa
                  "--crop-size", "32", "--no-cache", "--out", str(tmp_path / "c.safetensors"), option, value]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("option", ["--exclude-images", "--val-images"])
+def test_image_patterns_without_an_image_folder_are_an_error(tmp_path, capsys, monkeypatch, option):
+    monkeypatch.setattr("training.data.make_pairs", no_pairs)
+    assert main(["fit", "--teacher", "t", "--space", "sd1", "--family", "conv", "--latents", str(tmp_path),
+                 "--out", str(tmp_path / "c.safetensors"), option, "a_*"]) == 2
+    assert f"{option} names files of --images; give --images" in capsys.readouterr().err
 
 
 def test_fit_refuses_to_overwrite_without_force(tmp_path, capsys):
@@ -277,6 +288,33 @@ def test_validation_holds_out_whole_images():
     train, val = split(groups, 0.3, seed=0)
     assert sorted(train.tolist() + val.tolist()) == list(range(12)) and len(val) > 0
     assert not set(groups[train].tolist()) & set(groups[val][groups[val] >= 0].tolist())
+
+
+def test_named_validation_images_validate_and_nothing_else_does():
+    from training.gradient import split, validation_images
+
+    source = {"image_names": ["a_1.jpg", "b_1.jpg", "a_2.jpg", "c.png"], "latent_files": 0}
+    chosen = validation_images(source, ("a_*", "c.png"))
+    assert chosen.tolist() == [0, 2, 3]
+    groups = torch.tensor([0, 1, 2, 3, 1, 0, -1, 1])
+    train, val = split(groups, 0.9, seed=5, chosen=chosen)  # val_fraction no longer decides
+    assert val.tolist() == [0, 2, 3, 5] and train.tolist() == [1, 4, 6, 7]
+
+
+def test_adam_fits_validate_on_the_named_images(one_thread):
+    from training.gradient import display_loss, psnr_of
+
+    x, rgb, pairs = residual_case()
+    pairs.source = {"image_names": [f"s{i:02d}.png" for i in range(len(x))], "latent_files": 0}
+    untrained = fit(PlantedTeacher(), "mlp", pairs, space="sd1", args={"hidden": [16], "base": 2}, device="cpu",
+                    training=Training(steps=0, val_images=("s0*",)), progress=False)
+    with torch.no_grad():
+        # samples s00..s09, scored as validation scores them: unclamped output, errors the clamp hides excluded
+        expected = psnr_of(display_loss(untrained.body(untrained.normalise(x[:10])), rgb[:10]).item())
+    assert untrained.meta["recipe"]["result"]["start_val_psnr"] == pytest.approx(expected, abs=1e-3)
+    with pytest.raises(ValueError, match="match none"):
+        fit(PlantedTeacher(), "mlp", pairs, space="sd1", args={"hidden": [16]}, device="cpu",
+            training=Training(steps=1, val_images=("t*",)), progress=False)
 
 
 def residual_case():

@@ -280,6 +280,7 @@ def make_pairs(
     source = {
         "images": str(images) if images is not None else None,
         "image_count": len(files),
+        "image_names": [f.name for f in files],  # Pairs.image indexes this list
         **({"excluded": list(exclude)} if exclude else {}),
         "latents": str(latents) if latents is not None else None,
         "latent_files": len(saved),

@@ -8,6 +8,7 @@ same bound cost nothing, everywhere else the gradient flows as for plain MSE.
 """
 
 import copy
+import fnmatch
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +26,7 @@ class Training:
     batch: int = 32  # samples (or latent crops, for the upsampler) per step
     lr: float = 2e-3  # peak learning rate, cosine-annealed to lr/20 over `steps`
     val_fraction: float = 0.1  # share of source images whose samples are held out for validation and early stopping
+    val_images: tuple[str, ...] = ()  # file-name globs: these images validate instead of a random val_fraction
     eval_every: int = 100  # steps between validation passes
     patience: int = 10  # validation passes without improvement before stopping
     crop: int = 16  # upsampler latent crop side (targets are crop·scale pixels)
@@ -71,11 +73,16 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def split(groups: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def split(groups: torch.Tensor, val_fraction: float, seed: int,
+          chosen: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(train, validation) sample indices, whole groups at a time: `groups` (N,) gives each sample's source
     image (crops of one image are near-duplicates, so validating on crops of training images would
     flatter the fit); samples with group −1 (saved latents) are each their own group. At least one
-    validation group when there are two or more."""
+    validation group when there are two or more. `chosen`: the validation groups themselves (image
+    indices), instead of a random `val_fraction` of them."""
+    if chosen is not None:
+        val = torch.isin(groups, chosen)
+        return (~val).nonzero().flatten(), val.nonzero().flatten()
     groups = groups.clone()
     loose = groups < 0
     groups[loose] = groups.max().clamp(min=0) + 1 + torch.arange(int(loose.sum()))
@@ -84,6 +91,18 @@ def split(groups: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.T
     n_val = min(len(ids) - 1, max(1, round(len(ids) * val_fraction))) if len(ids) > 1 else 0
     val = torch.isin(groups, order[:n_val])
     return (~val).nonzero().flatten(), val.nonzero().flatten()
+
+
+def validation_images(source: dict, patterns: tuple[str, ...]) -> torch.Tensor:
+    """Indices of the pair set's images (source["image_names"], training.data.make_pairs) whose file name
+    matches a glob in `patterns`; ValueError when they match none of them, or all."""
+    names = source.get("image_names") or []
+    chosen = [i for i, name in enumerate(names) if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
+    if not chosen:
+        raise ValueError(f"validation images {', '.join(patterns)} match none of the {len(names)} training images")
+    if len(chosen) == len(names) and source.get("latent_files", 0) == 0:
+        raise ValueError(f"validation images {', '.join(patterns)} match every training image; none would be left to train on")
+    return torch.tensor(chosen)
 
 
 def psnr_of(mse: float) -> float:
@@ -137,7 +156,8 @@ def train(previewer, pairs, settings: Training = Training(), device="cpu", progr
         raise ValueError(f"unknown loss {settings.loss!r}; known: {', '.join(LOSSES)}")
     device = resolve_device(device) if isinstance(device, str) else device
     upsampler = previewer.scale > 1
-    train_idx, val_idx = split(pairs.image, settings.val_fraction, settings.seed)
+    chosen = validation_images(pairs.source, settings.val_images) if settings.val_images else None
+    train_idx, val_idx = split(pairs.image, settings.val_fraction, settings.seed, chosen)
     world = distributed.current()
     # in-memory pairs move to the device once; streamed ones (training/streamed.py) are read batch by batch
     latents, targets = (t.to(device) if isinstance(t, torch.Tensor) else t

@@ -39,6 +39,10 @@ def add_arguments(parser):
                            "better without it")
     data.add_argument("--exclude-images", metavar="GLOBS",
                       help="comma-separated file-name patterns of --images not to fit on, e.g. 'gnome_*,ukui_*'")
+    data.add_argument("--val-images", metavar="GLOBS",
+                      help="comma-separated file-name patterns of --images whose crops validate the Adam fits "
+                           "(early stopping, best state kept) and are not trained on; default: a random tenth of "
+                           "the images")
     data.add_argument("--noise-mix", type=float, default=0.5,
                       help="fraction of samples moved along the noising trajectory (the rest stay clean)")
     data.add_argument("--seed", type=int, default=0, help="seed for crops, noise, data split and initialisation")
@@ -100,6 +104,11 @@ def check_counts(args) -> None:
         raise ValueError(f"--ridge must not be negative, got {args.ridge}")
     if args.lr <= 0:
         raise ValueError(f"--lr must be positive, got {args.lr}")
+
+
+def globs(text: str | None) -> tuple[str, ...]:
+    """'a_*, b_*' → ('a_*', 'b_*')."""
+    return tuple(p.strip() for p in (text or "").split(",") if p.strip())
 
 
 def parse_families(text: str) -> list[str]:
@@ -180,9 +189,20 @@ def run(args) -> int:
     # every option is checked, and every model built, before the minutes of encoding and decoding pairs
     if not args.images and not args.latents:
         raise ValueError("give --images and/or --latents")
+    for flag, value in (("--exclude-images", args.exclude_images), ("--val-images", args.val_images)):
+        if value and not args.images:
+            raise ValueError(f"{flag} names files of --images; give --images")
+        if value is not None and not globs(value):
+            raise ValueError(f"{flag} is empty; give comma-separated file-name patterns")
     if args.stream and args.no_cache:
         raise ValueError("--stream reads pairs from the on-disk cache; it cannot go with --no-cache")
     check_counts(args)
+    if args.val_images:
+        from training.data import image_files
+        from training.gradient import validation_images
+
+        names = [f.name for f in image_files(args.images, globs(args.exclude_images))]
+        validation_images({"image_names": names, "latent_files": int(bool(args.latents))}, globs(args.val_images))
     with launched(cuda=resolve_device(args.device).type == "cuda") as world:
         return fit_all(args, world)
 
@@ -205,8 +225,7 @@ def fit_all(args, world) -> int:
     for family in families:
         build_for(teacher, family, arguments[family])
     cache = None if args.no_cache else (args.cache or default_cache_dir())
-    exclude = tuple(p.strip() for p in (args.exclude_images or "").split(",") if p.strip())
-    pairs = make_pairs(teacher, space.kind, images=args.images, latents=args.latents, exclude=exclude,
+    pairs = make_pairs(teacher, space.kind, images=args.images, latents=args.latents, exclude=globs(args.exclude_images),
                        crops=Crops(count=args.crops, size=args.crop_size, seed=args.seed, dihedral=args.augment,
                                    hue=args.augment if args.hue is None else args.hue, contrast=args.augment),
                        noise_mix=args.noise_mix, cache_dir=cache, teacher_id=teacher_id, progress=world.main,
@@ -218,7 +237,7 @@ def fit_all(args, world) -> int:
         held = held_out(teacher, args.eval_images, size=args.eval_tile, count=args.eval_count,
                         cache_dir=cache, teacher_id=teacher_id)
     training = Training(steps=args.steps, batch=args.batch, lr=args.lr, patience=args.patience, seed=args.seed,
-                        loss=args.loss)
+                        loss=args.loss, val_images=globs(args.val_images))
     for family in families:
         previewer = fit(teacher, family, pairs, space=args.space, args=arguments[family], device=args.device,
                         ridge=args.ridge, reweight=args.reweight, training=training,
