@@ -19,7 +19,8 @@ shared=$root/../shared
 # so the 3x3 layers work on 32 channels whatever the latent width.
 # flux1's net validates on the 12 mate_* photos (--val-images): with a random tenth of the images its three-layer
 # net ended below its own base on kodak24 (27.75 dB); with the mate photos it reaches 36.70 dB (144 tiles). For flux2
-# the same choice ended at its base (24.23 dB against 27.39), so the other spaces keep the random tenth.
+# the same choice (and the lomiri_* photos) ended at its base (24.23 dB against 27.39), so the other spaces keep the
+# random tenth.
 conv_val=()
 case $space in
   sd1) teacher=taesd_decoder.safetensors; context=3; net='{"channels": [32, 32, 32], "kernels": [3, 3, 3, 1], "base": 3}' ;;
