@@ -177,6 +177,7 @@ def test_pairs_record_each_samples_source_image(photos):
 
 def test_excluded_images_are_never_cropped(photos, tmp_path):
     assert [f.name for f in image_files(photos, exclude=("p1*", "*.jpg"))] == ["p0.png", "p2.png"]
+    assert [f.name for f in image_files(photos, exclude=("p0*",), only=("p0*", "p2*"))] == ["p2.png"]
     with pytest.raises(ValueError, match="leaves none of its 3 images"):
         image_files(photos, exclude=("p*",))
     options = dict(images=photos, crops=Crops(count=8, size=32), cache_dir=tmp_path / "cache", teacher_id="abc",

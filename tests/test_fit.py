@@ -230,8 +230,8 @@ def no_pairs(*args, **kwargs):
     ("--noise-mix", "1.5", "--noise-mix must be between 0 and 1, got 1.5"),
     ("--augment", "-0.1", "--augment must be between 0 and 1, got -0.1"),
     ("--hue", "2", "--hue must be between 0 and 1, got 2.0"),
-    ("--val-images", "photo_*", "validation images photo_* match none of the 1 training images"),
-    ("--val-images", "img*", "validation images img* match every training image; none would be left to train on"),
+    ("--val-images", "photo_*", "none of its images matches photo_*"),
+    ("--val-images", "img*", "excluding img* leaves none of its 1 images"),
     ("--val-images", " , ", "--val-images is empty"),
     ("--args", '{"kernels": [2]}', "odd kernels"),
     ("--args", '{"width": 8}', "bad arguments for family 'conv'"),
@@ -290,31 +290,41 @@ def test_validation_holds_out_whole_images():
     assert not set(groups[train].tolist()) & set(groups[val][groups[val] >= 0].tolist())
 
 
-def test_named_validation_images_validate_and_nothing_else_does():
-    from training.gradient import split, validation_images
-
-    source = {"image_names": ["a_1.jpg", "b_1.jpg", "a_2.jpg", "c.png"], "latent_files": 0}
-    chosen = validation_images(source, ("a_*", "c.png"))
-    assert chosen.tolist() == [0, 2, 3]
-    groups = torch.tensor([0, 1, 2, 3, 1, 0, -1, 1])
-    train, val = split(groups, 0.9, seed=5, chosen=chosen)  # val_fraction no longer decides
-    assert val.tolist() == [0, 2, 3, 5] and train.tolist() == [1, 4, 6, 7]
-
-
-def test_adam_fits_validate_on_the_named_images(one_thread):
+def test_adam_fits_validate_on_the_validation_samples_and_train_on_every_pair(one_thread):
+    from training.evaluate import HeldOut, validation_pairs
     from training.gradient import display_loss, psnr_of
 
     x, rgb, pairs = residual_case()
-    pairs.source = {"image_names": [f"s{i:02d}.png" for i in range(len(x))], "latent_files": 0}
+    other, other_rgb, _ = residual_case()
+    other, other_rgb = other[:6] * 1.5, other_rgb[:6].flip(1)  # not like the training pairs
+    validation = validation_pairs(HeldOut(other[:3], other[3:], other_rgb[:3], other_rgb[3:], {"tiles": "planted"}))
+    assert validation.noised.tolist() == [False] * 3 + [True] * 3
     untrained = fit(PlantedTeacher(), "mlp", pairs, space="sd1", args={"hidden": [16], "base": 2}, device="cpu",
-                    training=Training(steps=0, val_images=("s0*",)), progress=False)
-    with torch.no_grad():
-        # samples s00..s09, scored as validation scores them: unclamped output, errors the clamp hides excluded
-        expected = psnr_of(display_loss(untrained.body(untrained.normalise(x[:10])), rgb[:10]).item())
-    assert untrained.meta["recipe"]["result"]["start_val_psnr"] == pytest.approx(expected, abs=1e-3)
-    with pytest.raises(ValueError, match="match none"):
-        fit(PlantedTeacher(), "mlp", pairs, space="sd1", args={"hidden": [16]}, device="cpu",
-            training=Training(steps=1, val_images=("t*",)), progress=False)
+                    training=Training(steps=0), progress=False, validation=validation)
+    with torch.no_grad():  # scored as validation scores: unclamped output, errors the clamp hides left out
+        expected = psnr_of(display_loss(untrained.body(untrained.normalise(other)), other_rgb).item())
+    recipe = untrained.meta["recipe"]
+    assert recipe["result"]["start_val_psnr"] == pytest.approx(expected, abs=1e-3)
+    assert recipe["validation"] == {"tiles": "planted"}
+    trained = fit(PlantedTeacher(), "mlp", pairs, space="sd1", args={"hidden": [16], "base": 2}, device="cpu",
+                  training=Training(steps=100, eval_every=50, lr=1e-2), progress=False,
+                  validation=validation_pairs(HeldOut(x[:20], x[20:], rgb[:20], rgb[20:], {})))
+    result = trained.meta["recipe"]["result"]  # validating on the training map itself: it improves
+    assert result["val_psnr"] > result["start_val_psnr"] and result["best_step"] > 0
+
+
+def test_fit_validates_on_tiles_of_the_named_images_and_never_trains_on_them(tmp_path, one_thread):
+    vae = tiny_vae_folder(tmp_path / "vae")
+    images = write_images(tmp_path / "images", count=3, size=(96, 64))
+    out = tmp_path / "sd1-mlp.safetensors"
+    assert main(["fit", "--teacher", str(vae), "--space", "sd1", "--family", "mlp", "--images", str(images),
+                 "--crops", "6", "--crop-size", "32", "--steps", "20", "--batch", "4", "--device", "cpu",
+                 "--cache", str(tmp_path / "cache"), "--out", str(out), "--val-images", "img1*"]) == 0
+    recipe = previewers.load(out).meta["recipe"]
+    assert recipe["data"]["image_count"] == 2 and recipe["data"]["excluded"] == ["img1*"]
+    assert recipe["validation"]["image_count"] == 1 and recipe["validation"]["only"] == ["img1*"]
+    assert recipe["validation"]["tile"] == 32  # the 96x64 image gives six 32² tiles, each clean and noised
+    assert recipe["samples"] == 6
 
 
 def residual_case():

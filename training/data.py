@@ -85,8 +85,9 @@ class Pairs:
         return self.latents.shape[0]
 
 
-def image_files(folder, exclude: tuple[str, ...] = ()) -> list[Path]:
-    """The images directly inside `folder`, sorted by name, less those whose name matches a glob in `exclude`."""
+def image_files(folder, exclude: tuple[str, ...] = (), only: tuple[str, ...] = ()) -> list[Path]:
+    """The images directly inside `folder`, sorted by name, less those whose name matches a glob in `exclude`;
+    with `only`, just those whose name matches one of its globs."""
     folder = Path(folder)
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")
@@ -96,6 +97,10 @@ def image_files(folder, exclude: tuple[str, ...] = ()) -> list[Path]:
     kept = [p for p in files if not any(fnmatch.fnmatchcase(p.name, pattern) for pattern in exclude)]
     if not kept:
         raise ValueError(f"{folder}: excluding {', '.join(exclude)} leaves none of its {len(files)} images")
+    if only:
+        kept = [p for p in kept if any(fnmatch.fnmatchcase(p.name, pattern) for pattern in only)]
+        if not kept:
+            raise ValueError(f"{folder}: none of its images matches {', '.join(only)}")
     return kept
 
 
@@ -280,7 +285,6 @@ def make_pairs(
     source = {
         "images": str(images) if images is not None else None,
         "image_count": len(files),
-        "image_names": [f.name for f in files],  # Pairs.image indexes this list
         **({"excluded": list(exclude)} if exclude else {}),
         "latents": str(latents) if latents is not None else None,
         "latent_files": len(saved),

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from .data import CACHE_VERSION, digest, folder_listing, image_files
+from .data import CACHE_VERSION, Pairs, digest, folder_listing, image_files
 from .metrics import ciede2000, psnr, ssim
 from .noise import EVAL_NOISE, eval_noise
 
@@ -71,16 +71,18 @@ def tiles(files: list[Path], size: int, count: int | None) -> torch.Tensor:
 
 @torch.inference_mode()
 def held_out(teacher, images, size: int = 256, count: int | None = None, seed: int = 0, cache_dir=None,
-             teacher_id: str | None = None, batch_size: int = 8, progress: bool = True) -> HeldOut:
-    """Held-out tiles of `images`, encoded and decoded by `teacher` (cached like training pairs)."""
+             teacher_id: str | None = None, batch_size: int = 8, progress: bool = True,
+             only: tuple[str, ...] = ()) -> HeldOut:
+    """Held-out tiles of `images` (with `only`, of the files matching one of its globs), encoded and decoded by
+    `teacher` (cached like training pairs)."""
     from safetensors.torch import load_file, save_file
     from tqdm import tqdm
 
-    files = image_files(images)
+    files = image_files(images, only=only)
     if size % teacher.scale_factor:
         raise ValueError(f"tile size {size} is not a multiple of the teacher's scale factor {teacher.scale_factor}")
     source = {"images": str(images), "image_count": len(files), "tile": size, "count": count, "seed": seed,
-              "noise": EVAL_NOISE, "teacher": teacher.name}
+              "noise": EVAL_NOISE, "teacher": teacher.name, **({"only": list(only)} if only else {})}
     path = None
     if cache_dir is not None:
         if teacher_id is None:
@@ -114,6 +116,15 @@ def held_out(teacher, images, size: int = 256, count: int | None = None, seed: i
         save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
         tmp.replace(path)
     return HeldOut(**{k: v.float() for k, v in tensors.items()}, source=source)
+
+
+def validation_pairs(data: HeldOut) -> Pairs:
+    """`data`'s clean and noised tiles as Pairs, for training.gradient.train to validate on: unaugmented tiles at
+    the images' own scale, unlike the training crops."""
+    rgb = torch.cat([data.clean_rgb, data.noised_rgb])
+    n = len(data.clean)
+    return Pairs(torch.cat([data.clean, data.noised]), F.avg_pool2d(rgb, rgb.shape[-1] // data.clean.shape[-1]),
+                 rgb.half(), torch.arange(2 * n) >= n, torch.full((2 * n,), -1), data.source)
 
 
 def target_at(rgb: torch.Tensor, latent_side: int, scale: int) -> torch.Tensor:

@@ -46,13 +46,14 @@ def build_for(teacher, family: str, args: dict | None = None):
 
 def fit(teacher, family: str, pairs, space: str, args: dict | None = None, device: str = "auto",
         ridge: float = 1e-5, reweight: int = 3, training: Training = Training(), progress: bool = True,
-        checkpoint=None, resume: bool = False):
+        checkpoint=None, resume: bool = False, validation=None):
     """A `family` previewer (constructor `args`, defaults when None) fitted to `pairs` of `teacher`.
 
     Closed-form families (linear, affine, quadratic, one-layer conv) are solved by ridge least
     squares on the CPU, reweighted `reweight` times toward the best mean PSNR after the display
     clamp (previewers/closed_form.py). Other families are trained with `training` on `device`, residual
-    ones (`base` in args) from their closed-form base; `checkpoint`/`resume` as in training.gradient.train.
+    ones (`base` in args) from their closed-form base; `checkpoint`/`resume`/`validation` as in
+    training.gradient.train.
     The result carries meta: space, teacher and the full recipe (options, data, seed, device, seconds,
     versions; under torchrun also world_size and every process's device), ready for previewers.save.
     Under torchrun every process runs fit() on the same pairs: least squares and the normalisation
@@ -79,7 +80,7 @@ def fit(teacher, family: str, pairs, space: str, args: dict | None = None, devic
         if previewer.args.get("base"):
             start_from_closed_form(previewer, pairs, ridge, reweight, progress, world)
         summary = train(previewer, pairs, training, device=device, progress=progress, checkpoint=checkpoint,
-                        resume=resume)
+                        resume=resume, validation=validation)
     previewer = previewer.cpu().eval().requires_grad_(False)
     recipe = {
         "method": "least squares" if closed else "Adam",
@@ -91,6 +92,7 @@ def fit(teacher, family: str, pairs, space: str, args: dict | None = None, devic
         "result": summary,
         "data": pairs.source,
         "samples": len(pairs),
+        **({"validation": validation.source} if validation is not None and summary is not None else {}),
         "seed": training.seed,
         "device": device_name(device),
         "world_size": world.size,

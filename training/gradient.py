@@ -8,7 +8,6 @@ same bound cost nothing, everywhere else the gradient flows as for plain MSE.
 """
 
 import copy
-import fnmatch
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,6 @@ class Training:
     batch: int = 32  # samples (or latent crops, for the upsampler) per step
     lr: float = 2e-3  # peak learning rate, cosine-annealed to lr/20 over `steps`
     val_fraction: float = 0.1  # share of source images whose samples are held out for validation and early stopping
-    val_images: tuple[str, ...] = ()  # file-name globs: these images validate instead of a random val_fraction
     eval_every: int = 100  # steps between validation passes
     patience: int = 10  # validation passes without improvement before stopping
     crop: int = 16  # upsampler latent crop side (targets are crop·scale pixels)
@@ -73,16 +71,11 @@ def resolve_device(device: str) -> torch.device:
     return resolved
 
 
-def split(groups: torch.Tensor, val_fraction: float, seed: int,
-          chosen: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def split(groups: torch.Tensor, val_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(train, validation) sample indices, whole groups at a time: `groups` (N,) gives each sample's source
     image (crops of one image are near-duplicates, so validating on crops of training images would
     flatter the fit); samples with group −1 (saved latents) are each their own group. At least one
-    validation group when there are two or more. `chosen`: the validation groups themselves (image
-    indices), instead of a random `val_fraction` of them."""
-    if chosen is not None:
-        val = torch.isin(groups, chosen)
-        return (~val).nonzero().flatten(), val.nonzero().flatten()
+    validation group when there are two or more."""
     groups = groups.clone()
     loose = groups < 0
     groups[loose] = groups.max().clamp(min=0) + 1 + torch.arange(int(loose.sum()))
@@ -91,18 +84,6 @@ def split(groups: torch.Tensor, val_fraction: float, seed: int,
     n_val = min(len(ids) - 1, max(1, round(len(ids) * val_fraction))) if len(ids) > 1 else 0
     val = torch.isin(groups, order[:n_val])
     return (~val).nonzero().flatten(), val.nonzero().flatten()
-
-
-def validation_images(source: dict, patterns: tuple[str, ...]) -> torch.Tensor:
-    """Indices of the pair set's images (source["image_names"], training.data.make_pairs) whose file name
-    matches a glob in `patterns`; ValueError when they match none of them, or all."""
-    names = source.get("image_names") or []
-    chosen = [i for i, name in enumerate(names) if any(fnmatch.fnmatchcase(name, p) for p in patterns)]
-    if not chosen:
-        raise ValueError(f"validation images {', '.join(patterns)} match none of the {len(names)} training images")
-    if len(chosen) == len(names) and source.get("latent_files", 0) == 0:
-        raise ValueError(f"validation images {', '.join(patterns)} match every training image; none would be left to train on")
-    return torch.tensor(chosen)
 
 
 def psnr_of(mse: float) -> float:
@@ -136,10 +117,12 @@ def load_checkpoint(path: Path, key: dict) -> dict | None:
 
 
 def train(previewer, pairs, settings: Training = Training(), device="cpu", progress: bool = True,
-          checkpoint=None, resume: bool = False) -> dict:
+          checkpoint=None, resume: bool = False, validation=None) -> dict:
     """Train `previewer` (normalisation already set) on `pairs` in place; returns a summary
     {steps, best_step, val_loss, val_psnr, start_val_psnr, stopped_early, resumed_from} of the run. The
-    best validation state is kept, the starting point included.
+    best validation state is kept, the starting point included. `validation`: samples of their own (Pairs, e.g.
+    training.evaluate.validation_pairs) to validate on, instead of a random `val_fraction` of the images;
+    every sample of `pairs` then trains.
 
     checkpoint: a file written after every validation pass (model, optimiser, RNG, best state); with
     `resume`, a run continues from it where it exists (same fit only), so a killed fit loses at most
@@ -156,12 +139,19 @@ def train(previewer, pairs, settings: Training = Training(), device="cpu", progr
         raise ValueError(f"unknown loss {settings.loss!r}; known: {', '.join(LOSSES)}")
     device = resolve_device(device) if isinstance(device, str) else device
     upsampler = previewer.scale > 1
-    chosen = validation_images(pairs.source, settings.val_images) if settings.val_images else None
-    train_idx, val_idx = split(pairs.image, settings.val_fraction, settings.seed, chosen)
+    if validation is None:
+        train_idx, val_idx = split(pairs.image, settings.val_fraction, settings.seed)
+    else:
+        train_idx, val_idx = torch.arange(len(pairs)), torch.arange(len(validation))
     world = distributed.current()
-    # in-memory pairs move to the device once; streamed ones (training/streamed.py) are read batch by batch
-    latents, targets = (t.to(device) if isinstance(t, torch.Tensor) else t
-                        for t in (pairs.latents, pairs.full if upsampler else pairs.small))
+
+    def on_device(source):
+        # in-memory pairs move to the device once; streamed ones (training/streamed.py) are read batch by batch
+        return (t.to(device) if isinstance(t, torch.Tensor) else t
+                for t in (source.latents, source.full if upsampler else source.small))
+
+    latents, targets = on_device(pairs)
+    val_latents, val_targets = (latents, targets) if validation is None else on_device(validation)
     if upsampler and settings.crop > latents.shape[-1]:
         raise ValueError(f"upsampler crop {settings.crop} is larger than the {latents.shape[-1]}² latent samples")
 
@@ -197,13 +187,15 @@ def train(previewer, pairs, settings: Training = Training(), device="cpu", progr
         mine = val_idx[world.rank::world.size]
         for a in range(0, len(mine), settings.batch):
             pick = mine[a:a + settings.batch]
-            total += display_loss(body(model.normalise(rows(latents, pick))), rows(targets, pick).float()).item() * len(pick)
+            total += display_loss(body(model.normalise(rows(val_latents, pick))),
+                                  rows(val_targets, pick).float()).item() * len(pick)
         model.train()
         return world.sum(torch.tensor(total, dtype=torch.float64)).item() / max(1, len(val_idx))
 
     path = Path(checkpoint) if checkpoint is not None else None
     key = {"family": previewer.family, "args": previewer.args, "settings": vars(settings), "data": pairs.source,
-           "samples": len(pairs), "world_size": world.size}
+           "samples": len(pairs), "validation": None if validation is None else validation.source,
+           "world_size": world.size}
     state = world.from_main(lambda: load_checkpoint(path, key)) if path is not None and resume else None
     if state is not None:
         body.load_state_dict(state["model"])

@@ -7,6 +7,7 @@ ARGS_HELP = (
 
 
 REQUIRED = ("teacher", "space", "family", "out")  # unless --pipeline
+VALIDATION_TILES = 256  # --val-images tiles, spread evenly over the images: a few minutes to encode and decode once
 
 
 def add_arguments(parser):
@@ -40,9 +41,10 @@ def add_arguments(parser):
     data.add_argument("--exclude-images", metavar="GLOBS",
                       help="comma-separated file-name patterns of --images not to fit on, e.g. 'gnome_*,ukui_*'")
     data.add_argument("--val-images", metavar="GLOBS",
-                      help="comma-separated file-name patterns of --images whose crops validate the Adam fits "
-                           "(early stopping, best state kept) and are not trained on; default: a random tenth of "
-                           "the images")
+                      help="comma-separated file-name patterns of --images kept out of training: the Adam fits "
+                           f"validate (early stopping, best state kept) on up to {VALIDATION_TILES} unaugmented "
+                           "--crop-size tiles of them at their own scale, clean and noised; default: a random tenth "
+                           "of the training crops' images")
     data.add_argument("--noise-mix", type=float, default=0.5,
                       help="fraction of samples moved along the noising trajectory (the rest stay clean)")
     data.add_argument("--seed", type=int, default=0, help="seed for crops, noise, data split and initialisation")
@@ -197,12 +199,11 @@ def run(args) -> int:
     if args.stream and args.no_cache:
         raise ValueError("--stream reads pairs from the on-disk cache; it cannot go with --no-cache")
     check_counts(args)
-    if args.val_images:
+    if args.val_images:  # some images to validate on, and some left to train on
         from training.data import image_files
-        from training.gradient import validation_images
 
-        names = [f.name for f in image_files(args.images, globs(args.exclude_images))]
-        validation_images({"image_names": names, "latent_files": int(bool(args.latents))}, globs(args.val_images))
+        image_files(args.images, globs(args.exclude_images), only=globs(args.val_images))
+        image_files(args.images, globs(args.exclude_images) + globs(args.val_images))
     with launched(cuda=resolve_device(args.device).type == "cuda") as world:
         return fit_all(args, world)
 
@@ -225,11 +226,20 @@ def fit_all(args, world) -> int:
     for family in families:
         build_for(teacher, family, arguments[family])
     cache = None if args.no_cache else (args.cache or default_cache_dir())
-    pairs = make_pairs(teacher, space.kind, images=args.images, latents=args.latents, exclude=globs(args.exclude_images),
+    validate_on = globs(args.val_images)
+    pairs = make_pairs(teacher, space.kind, images=args.images, latents=args.latents,
+                       exclude=globs(args.exclude_images) + validate_on,
                        crops=Crops(count=args.crops, size=args.crop_size, seed=args.seed, dihedral=args.augment,
                                    hue=args.augment if args.hue is None else args.hue, contrast=args.augment),
                        noise_mix=args.noise_mix, cache_dir=cache, teacher_id=teacher_id, progress=world.main,
                        stream=args.stream)
+    validation = None
+    if validate_on:
+        from training.evaluate import held_out, validation_pairs
+
+        validation = validation_pairs(held_out(teacher, args.images, size=args.crop_size, count=VALIDATION_TILES,
+                                               cache_dir=cache, teacher_id=teacher_id, progress=world.main,
+                                               only=validate_on))
     held = None
     if args.eval_images and world.main:  # only rank 0 scores and writes
         from training.evaluate import held_out
@@ -237,11 +247,12 @@ def fit_all(args, world) -> int:
         held = held_out(teacher, args.eval_images, size=args.eval_tile, count=args.eval_count,
                         cache_dir=cache, teacher_id=teacher_id)
     training = Training(steps=args.steps, batch=args.batch, lr=args.lr, patience=args.patience, seed=args.seed,
-                        loss=args.loss, val_images=globs(args.val_images))
+                        loss=args.loss)
     for family in families:
         previewer = fit(teacher, family, pairs, space=args.space, args=arguments[family], device=args.device,
                         ridge=args.ridge, reweight=args.reweight, training=training,
-                        checkpoint=paths[family].with_name(paths[family].name + ".ckpt"), resume=args.resume)
+                        checkpoint=paths[family].with_name(paths[family].name + ".ckpt"), resume=args.resume,
+                        validation=validation)
         recipe = previewer.meta["recipe"]
         line = f"{recipe['seconds']:.1f} s" + (f" on {recipe['world_size']} processes" if recipe["world_size"] > 1 else "")
         if held is not None:
