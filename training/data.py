@@ -94,11 +94,14 @@ def image_files(folder, exclude: tuple[str, ...] = (), only: tuple[str, ...] = (
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         raise ValueError(f"{folder}: no images ({', '.join(IMAGE_SUFFIXES)})")
-    kept = [p for p in files if not any(fnmatch.fnmatchcase(p.name, pattern) for pattern in exclude)]
+    def matches(path: Path, patterns: tuple[str, ...]) -> bool:
+        return any(fnmatch.fnmatchcase(path.name, pattern) for pattern in patterns)
+
+    kept = [p for p in files if not matches(p, exclude)]
     if not kept:
         raise ValueError(f"{folder}: excluding {', '.join(exclude)} leaves none of its {len(files)} images")
     if only:
-        kept = [p for p in kept if any(fnmatch.fnmatchcase(p.name, pattern) for pattern in only)]
+        kept = [p for p in kept if matches(p, only)]
         if not kept:
             raise ValueError(f"{folder}: none of its images matches {', '.join(only)}")
     return kept

@@ -123,7 +123,7 @@ def validation_pairs(data: HeldOut) -> Pairs:
     the images' own scale, unlike the training crops."""
     rgb = torch.cat([data.clean_rgb, data.noised_rgb])
     n = len(data.clean)
-    return Pairs(torch.cat([data.clean, data.noised]), F.avg_pool2d(rgb, rgb.shape[-1] // data.clean.shape[-1]),
+    return Pairs(torch.cat([data.clean, data.noised]), target_at(rgb, data.clean.shape[-1], 1),
                  rgb.half(), torch.arange(2 * n) >= n, torch.full((2 * n,), -1), data.source)
 
 

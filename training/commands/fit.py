@@ -237,9 +237,10 @@ def fit_all(args, world) -> int:
     if validate_on:
         from training.evaluate import held_out, validation_pairs
 
-        validation = validation_pairs(held_out(teacher, args.images, size=args.crop_size, count=VALIDATION_TILES,
-                                               cache_dir=cache, teacher_id=teacher_id, progress=world.main,
-                                               only=validate_on))
+        # every process validates (on its share), but rank 0 alone encodes the tiles and writes their cache file
+        validation = validation_pairs(world.from_main(lambda: held_out(
+            teacher, args.images, size=args.crop_size, count=VALIDATION_TILES, cache_dir=cache,
+            teacher_id=teacher_id, only=validate_on)))
     held = None
     if args.eval_images and world.main:  # only rank 0 scores and writes
         from training.evaluate import held_out
