@@ -79,15 +79,24 @@ def summary(results: dict) -> str:
         return f"{row.clean['psnr']:.2f} / {row.noised['psnr']:.2f} ({row.name}{', ' + f'{row.ms:.2f} ms' if full else ''})"
 
     for space, (rows, _) in results.items():
-        table, peer = best(rows, {"table"}), best(rows, {"peer"})
+        by_name = {r.name: r for r in rows}
+        # latent resolution throughout: a peer above it (A1111's Approx NN, 2x) by its output pooled to it
+        peers = [by_name.get(f"{r.name}, pooled", r) if r.scale > 1 else r for r in rows if r.kind == "peer"]
+        table, peer = best(rows, {"table"}), max(peers, key=lambda r: r.clean["psnr"], default=None)
         affine = next((r for r in rows if r.name == f"{space}-affine"), None)
         ours = best([r for r in rows if r.scale == 1], {"linear", "affine", "quadratic", "mlp", "conv"})
-        by_name = {r.name: r for r in rows}
+        # source name → its bicubic upscale to full resolution (training.full_res.comparison)
+        upscales = {r.name.rsplit(", bicubic ×", 1)[0]: r for r in rows if r.kind == "bicubic upscale"}
         full = [r for r in rows if r.scale > 1 and r.kind not in ("bicubic upscale", "ceiling")]
-        full_cell = "; ".join(f"{r.clean['psnr']:.2f} dB, SSIM {r.clean['ssim']:.3f} / "
-                              f"{by_name[r.name + ', pooled'].clean['psnr']:.2f} ({r.name}, {r.ms:.2f} ms)"
-                              for r in full if r.name + ", pooled" in by_name) or "—"
-        upscaled = next((r for r in rows if r.kind == "bicubic upscale"), None)
+
+        def full_res(r):  # a previewer below full resolution (2x) is shown, and scored, bicubic-upscaled
+            shown = upscales.get(r.name, r)
+            label = r.name if shown is r else f"{r.name} at {r.scale}x, bicubic ×{shown.scale // r.scale}"
+            return (f"{shown.clean['psnr']:.2f} dB, SSIM {shown.clean['ssim']:.3f} / "
+                    f"{by_name[r.name + ', pooled'].clean['psnr']:.2f} ({label}, {r.ms:.2f} ms)")
+
+        full_cell = "; ".join(full_res(r) for r in full if r.name + ", pooled" in by_name) or "—"
+        upscaled = next((u for name, u in upscales.items() if by_name[name].scale == 1), None)
         ceiling = next((r for r in rows if r.kind == "ceiling"), None)
         bar = max([TARGETS[space]] + [r.clean["psnr"] + 0.5 for r in (table, peer) if r is not None])
         met = "reached" if ours is not None and ours.clean["psnr"] >= bar else "not reached"

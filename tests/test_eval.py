@@ -131,11 +131,13 @@ def test_full_res_comparison_rows_put_a_full_res_previewer_in_context():
     z = torch.randn(2, 4, 4, 4, generator=g)
     rgb = Teacher().decode(z)
     data = HeldOut(z, z, rgb, rgb, {})
-    modules = {"aff": affine(4), "up": upsampler(4, width=8, depth=0, stages=(8, 8, 8))}
+    half = upsampler(4, width=8, depth=0, stages=(8,))  # a 2x previewer, like A1111's Approx NN
+    modules = {"aff": affine(4), "up": upsampler(4, width=8, depth=0, stages=(8, 8, 8)), "half": half}
     rows = evaluate(modules, data, progress=False)
     extra = {r.name: r for r in comparison(rows, modules, Teacher(), data, progress=False)}
-    assert set(extra) == {"up, pooled", "aff, bicubic ×8", CEILING}
+    assert set(extra) == {"up, pooled", "half, pooled", "half, bicubic ×4", "aff, bicubic ×8", CEILING}
     assert extra["up, pooled"].scale == 1 and extra["aff, bicubic ×8"].scale == 8
+    assert extra["half, bicubic ×4"].scale == 8  # scored against the full-resolution decode
     assert extra[CEILING].clean["psnr"] > extra["aff, bicubic ×8"].clean["psnr"] + 3
     assert comparison([r for r in rows if r.name == "aff"], modules, Teacher(), data, progress=False) == []
 
@@ -155,3 +157,11 @@ def test_quality_summary_puts_full_res_previewers_beside_the_upscale_and_the_cei
     assert "27.50 dB, SSIM 0.800 / 28.90 (sd1-upsampler" in line
     assert "23.10 / 23.10 (sd1-conv, bicubic ×8)" in line and "23.60 / 23.60 (ceiling" in line
     assert "29.00 / 29.00 (sd1-conv" in line  # the pooled upsampler is not a latent-res previewer
+
+    # a 2x previewer's own row is against the decode pooled to 2x: the full-res cell shows its bicubic upscale
+    rows += [row("approx", "peer", 2, 30.0), row("approx, pooled", "pooled", 1, 28.0),
+             row("approx, bicubic ×4", "bicubic upscale", 8, 24.0)]
+    line = summary({"sd1": (rows, "")}).splitlines()[-1]
+    assert "24.00 dB, SSIM 0.800 / 28.00 (approx at 2x, bicubic ×4" in line and "30.00 dB" not in line
+    assert "23.10 / 23.10 (sd1-conv, bicubic ×8)" in line
+    assert "| 28.00 / 28.00 (approx, pooled) |" in line  # best peer, compared at latent resolution

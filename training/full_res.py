@@ -59,15 +59,19 @@ CEILING = "ceiling: teacher pooled, bicubic back"
 def comparison(rows: list[Row], modules: dict, teacher, data, progress: bool = True) -> list[Row]:
     """Rows that put the full-resolution previewers among `rows` (scored on `data`, with their `modules`) in
     context: each one pooled to latent resolution, the best latent-resolution row (clean PSNR) upscaled
-    bicubically to the teacher's scale, and the ceiling. Empty when no row is full-resolution."""
+    bicubically to the teacher's scale, and the ceiling. A previewer between the two (A1111's Approx NN gives
+    2x) is also upscaled bicubically to the teacher's scale: its own row is scored against the decode pooled to
+    its size, which is no full-resolution number. Empty when no row is above latent resolution."""
     full = [r for r in rows if r.scale > 1]
     if not full:
         return []
+    f = teacher.scale_factor
     extra = {f"{r.name}, pooled": Pooled(modules[r.name]) for r in full}
+    extra |= {f"{r.name}, bicubic ×{f // r.scale}": Upscaled(modules[r.name], f // r.scale) for r in full if r.scale < f}
     latent = [r for r in rows if r.scale == 1]
     if latent:
         best = max(latent, key=lambda r: r.clean["psnr"])
-        extra[f"{best.name}, bicubic ×{teacher.scale_factor}"] = Upscaled(modules[best.name], teacher.scale_factor)
+        extra[f"{best.name}, bicubic ×{f}"] = Upscaled(modules[best.name], f)
     extra[CEILING] = Ceiling(teacher)
     return evaluate(extra, data, progress=progress)
 
