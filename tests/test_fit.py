@@ -430,3 +430,17 @@ def test_fits_on_streamed_pairs_equal_fits_in_memory(one_thread, tmp_path):
         b = fit(PlantedTeacher(), family, streamed, space="sd1", device="cpu", training=settings, progress=False)
         for name, value in a.state_dict().items():
             torch.testing.assert_close(b.state_dict()[name], value, atol=1e-6, rtol=0)
+
+
+def test_dead_relus_finds_a_stage_that_outputs_zero_everywhere():
+    from previewers.families import upsampler
+    from training.fit import dead_relus
+
+    p = upsampler(4, width=8, depth=1, stages=(8, 8, 8), upsample="shuffle", base=3).eval()
+    z = torch.randn(4, 4, 6, 6, generator=torch.Generator().manual_seed(0))
+    assert dead_relus(p, z) == []
+    last_stage = [m for m in p.body.net if isinstance(m, torch.nn.Conv2d)][-2]  # the conv before the last ReLU
+    with torch.no_grad():
+        last_stage.bias.fill_(-1e3)
+    relus = [m for m in p.modules() if isinstance(m, torch.nn.ReLU)]
+    assert dead_relus(p, z) == [len(relus) - 1]

@@ -2,6 +2,7 @@
 
 import platform
 import time
+import warnings
 
 import torch
 
@@ -27,6 +28,28 @@ def start_from_closed_form(previewer, pairs, ridge: float, reweight: int, progre
     last = previewer.body.net[-1]
     torch.nn.init.zeros_(last.weight)
     torch.nn.init.zeros_(last.bias)
+
+
+def dead_relus(previewer, latents: torch.Tensor) -> list[int]:
+    """Positions (in module order, from 0) of the ReLUs in `previewer` that output zero for every element on
+    `latents` (N, C, h, w): a layer dead on the data passes nothing on, so the net behind it stops learning."""
+    relus = [m for m in previewer.modules() if isinstance(m, torch.nn.ReLU)]
+    alive = [False] * len(relus)
+
+    def hook(i):
+        def record(module, inputs, output):
+            alive[i] = alive[i] or bool((output > 0).any())
+        return record
+
+    handles = [m.register_forward_hook(hook(i)) for i, m in enumerate(relus)]
+    try:
+        with torch.no_grad():
+            for chunk in latents.split(64):
+                previewer(chunk)
+    finally:
+        for h in handles:
+            h.remove()
+    return [i for i, a in enumerate(alive) if not a]
 
 
 def device_name(device: torch.device) -> str:
@@ -82,6 +105,11 @@ def fit(teacher, family: str, pairs, space: str, args: dict | None = None, devic
         summary = train(previewer, pairs, training, device=device, progress=progress, checkpoint=checkpoint,
                         resume=resume, validation=validation)
     previewer = previewer.cpu().eval().requires_grad_(False)
+    if summary is not None:
+        summary["dead_relus"] = dead_relus(previewer, pairs.latents[:256].float())
+        if summary["dead_relus"]:  # flux1's first shuffle upsampler lost its last stage this way
+            warnings.warn(f"{family} fit: ReLU layers {summary['dead_relus']} (in module order) output zero on every "
+                          "training sample, so the convs they feed get no gradient; refit with a lower --lr", stacklevel=2)
     recipe = {
         "method": "least squares" if closed else "Adam",
         "family": family,
