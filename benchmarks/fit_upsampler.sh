@@ -12,13 +12,14 @@ set -euo pipefail
 space=${1:?usage: fit_upsampler.sh sd1|sdxl|sd3|flux1|flux2 [fit options]}; shift
 root=$(cd "$(dirname "$0")/.." && pwd)
 shared=$root/../shared
+source "$root/benchmarks/validation_images.sh"
 val=()
 case $space in
   sd1) teacher=taesd_decoder.safetensors; context=3 ;;
   sdxl) teacher=taesdxl_decoder.safetensors; context=3 ;;
   sd3) teacher=taesd3_decoder.safetensors; context=3 ;;
   flux1) teacher=taef1_decoder.safetensors; context=3
-         val=(--val-images 'skimage_astronaut*,skimage_chelsea*,skimage_coffee*,skimage_rocket*,sklearn_*') ;;
+         val=(--val-images "$flux1_val_images") ;;
   flux2) teacher=taef2_decoder.pth; context=5 ;;  # FLUX.2 latents need more spatial context (as in fit_weights.sh)
   *) echo "unknown space $space (sd1, sdxl, sd3, flux1, flux2)" >&2; exit 2 ;;
 esac

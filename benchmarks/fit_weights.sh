@@ -12,6 +12,7 @@ set -euo pipefail
 space=${1:?usage: fit_weights.sh sd1|sdxl|sd3|flux1|flux2 [fit options]}; shift
 root=$(cd "$(dirname "$0")/.." && pwd)
 shared=$root/../shared
+source "$root/benchmarks/validation_images.sh"
 # conv: a residual net on a linear k×k conv (`base`), three 32-wide layers: depth beat width in
 # benchmarks/results/frontier-cpu-sdxl.md (+0.9 dB over 32-32, 48-48 and 64-64) at about 20 k multiply-accumulates
 # per latent pixel, inside the speed floor (≥ 5,000× faster than the full VAE decode, ≥ 400× faster than the
@@ -29,7 +30,7 @@ case $space in
   sdxl) teacher=taesdxl_decoder.safetensors; context=3; net='{"channels": [32, 32, 32], "kernels": [3, 3, 3, 1], "base": 3}' ;;
   sd3) teacher=taesd3_decoder.safetensors; context=3; net='{"channels": [32, 32, 32], "kernels": [1, 3, 3, 3], "base": 3}' ;;
   flux1) teacher=taef1_decoder.safetensors; context=3; net='{"channels": [32, 32, 32], "kernels": [1, 3, 3, 3], "base": 3}'
-         conv_val=(--val-images 'skimage_astronaut*,skimage_chelsea*,skimage_coffee*,skimage_rocket*,sklearn_*') ;;
+         conv_val=(--val-images "$flux1_val_images") ;;
   # FLUX.2 latents need more spatial context (5x5 beats 3x3 by ~1.7 dB as a linear conv).
   flux2) teacher=taef2_decoder.pth; context=5; net='{"channels": [32, 32, 32], "kernels": [1, 3, 3, 3], "base": 5}' ;;
   *) echo "unknown space $space (sd1, sdxl, sd3, flux1, flux2)" >&2; exit 2 ;;

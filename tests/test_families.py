@@ -118,7 +118,7 @@ def test_first_design_upsampler_files_load_and_compute_as_before(channels, tmp_p
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for t in made.state_dict().values():
-            t.copy_(torch.randn(t.shape, generator=g) * 0.2)  # normalisation buffers too: not the identity
+            t.copy_(torch.randn(t.shape, generator=g) * 0.1)  # normalisation buffers too: not the identity
     p = previewers.load(previewers.save(made, tmp_path / "first.safetensors"))
     assert p.args == {"width": 48, "depth": 1, "stages": [32, 16, 8]}
     body = {k.removeprefix("body."): v for k, v in p.state_dict().items() if k.startswith("body.")}
@@ -126,7 +126,7 @@ def test_first_design_upsampler_files_load_and_compute_as_before(channels, tmp_p
     x = torch.randn(2, p.latent_channels, 6, 5, generator=g)
     with torch.no_grad():
         expected = reference(x * p.in_scale.view(-1, 1, 1) + p.in_shift.view(-1, 1, 1)).clamp(0, 1)
-        torch.testing.assert_close(p(x), expected, atol=1e-4, rtol=0)  # output in [0, 1]; float32 conv order
+        torch.testing.assert_close(p(x), expected, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("stages,scale", [((16, 8, 8), 8), ((16, 8), 4)])

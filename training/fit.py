@@ -107,7 +107,7 @@ def fit(teacher, family: str, pairs, space: str, args: dict | None = None, devic
     previewer = previewer.cpu().eval().requires_grad_(False)
     if summary is not None:
         summary["dead_relus"] = dead_relus(previewer, pairs.latents[:256].float())
-        if summary["dead_relus"]:  # flux1's first shuffle upsampler lost its last stage this way
+        if summary["dead_relus"] and world.main:  # flux1's first shuffle upsampler lost its last stage this way
             warnings.warn(f"{family} fit: ReLU layers {summary['dead_relus']} (in module order) output zero on every "
                           "training sample, so the convs they feed get no gradient; refit with a lower --lr", stacklevel=2)
     recipe = {
