@@ -41,6 +41,7 @@ def measure(space: str, count: int | None):
     from previewers.spaces import get_space
     from training.data import default_cache_dir, fingerprint
     from training.evaluate import baselines, evaluate, held_out
+    from training.fit import dead_relus
     from training.teachers import load_teacher
 
     path = teacher_file(get_space(space).teacher)
@@ -49,20 +50,27 @@ def measure(space: str, count: int | None):
                     teacher_id=fingerprint(path))
     from training.full_res import comparison
 
-    modules = {**shipped(space), **baselines(space)}
+    ours = shipped(space)
+    modules = {**ours, **baselines(space)}
     rows = evaluate(modules, data)
     rows += comparison(rows, modules, teacher, data)  # full-res previewers beside what latent-res ones can show
+    # a ReLU that outputs zero on every tile passes nothing on: its stage adds nothing (flux1's first upsampler)
+    dead = {name: layers for name, p in ours.items() if (layers := dead_relus(p, data.clean))}
     note = (f"{len(data.clean)} 256² tiles of kodak24 against {teacher.name}; PSNR/SSIM/ΔE00 on clean latents "
             "and on noised z = 0.5·z + 0.5·ε; latent-resolution outputs against the decode area-pooled to their "
             "size, full-resolution previewers (scale > 1) against the full-resolution decode, beside themselves "
             "pooled, the best "
             "latent-resolution row upscaled bicubically and the ceiling (the teacher's decode pooled and upscaled back; "
             "its ms is the teacher's); ms = median CPU time per 1×C×64² preview "
-            "on one thread.")
+            "on one thread. Dead ReLUs (output zero on every clean tile; layer positions in module order, "
+            "`training.fit.dead_relus`): "
+            + ("; ".join(f"{name} {layers}" for name, layers in dead.items()) or "none") + ".")
     return rows, note
 
 
 def summary(results: dict) -> str:
+    from training.full_res import pooled_name, upscaled_source
+
     lines = [
         "| space | best published table | best peer | our affine | our best latent-res | target (clean dB) | full-res previewers "
         "(full res / pooled) | best latent-res, bicubic up | ceiling |",
@@ -81,21 +89,21 @@ def summary(results: dict) -> str:
     for space, (rows, _) in results.items():
         by_name = {r.name: r for r in rows}
         # latent resolution throughout: a peer above it (A1111's Approx NN, 2x) by its output pooled to it
-        peers = [by_name.get(f"{r.name}, pooled", r) if r.scale > 1 else r for r in rows if r.kind == "peer"]
+        peers = [by_name.get(pooled_name(r.name), r) if r.scale > 1 else r for r in rows if r.kind == "peer"]
         table, peer = best(rows, {"table"}), max(peers, key=lambda r: r.clean["psnr"], default=None)
         affine = next((r for r in rows if r.name == f"{space}-affine"), None)
         ours = best([r for r in rows if r.scale == 1], {"linear", "affine", "quadratic", "mlp", "conv"})
         # source name → its bicubic upscale to full resolution (training.full_res.comparison)
-        upscales = {r.name.rsplit(", bicubic ×", 1)[0]: r for r in rows if r.kind == "bicubic upscale"}
+        upscales = {upscaled_source(r.name): r for r in rows if r.kind == "bicubic upscale"}
         full = [r for r in rows if r.scale > 1 and r.kind not in ("bicubic upscale", "ceiling")]
 
         def full_res(r):  # a previewer below full resolution (2x) is shown, and scored, bicubic-upscaled
             shown = upscales.get(r.name, r)
             label = r.name if shown is r else f"{r.name} at {r.scale}x, bicubic ×{shown.scale // r.scale}"
             return (f"{shown.clean['psnr']:.2f} dB, SSIM {shown.clean['ssim']:.3f} / "
-                    f"{by_name[r.name + ', pooled'].clean['psnr']:.2f} ({label}, {r.ms:.2f} ms)")
+                    f"{by_name[pooled_name(r.name)].clean['psnr']:.2f} ({label}, {r.ms:.2f} ms)")
 
-        full_cell = "; ".join(full_res(r) for r in full if r.name + ", pooled" in by_name) or "—"
+        full_cell = "; ".join(full_res(r) for r in full if pooled_name(r.name) in by_name) or "—"
         upscaled = next((u for name, u in upscales.items() if by_name[name].scale == 1), None)
         ceiling = next((r for r in rows if r.kind == "ceiling"), None)
         bar = max([TARGETS[space]] + [r.clean["psnr"] + 0.5 for r in (table, peer) if r is not None])

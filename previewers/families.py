@@ -225,12 +225,18 @@ def conv(latent_channels: int, channels: tuple[int, ...] = (64, 64), kernels: tu
     return Previewer("conv", latent_channels, body, args=args, memory_format=torch.channels_last)
 
 
-class ResidualBlock(nn.Module):
-    """x + conv(relu(conv(x))): two 3x3 convs at constant width, the trunk's unit of depth."""
+# "leaky" (slope 0.2) cannot output zero everywhere: flux1's first shuffle upsampler, trained with ReLU, lost its
+# whole last stage that way (training.fit.dead_relus) and ended as its linear base upscaled
+ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "leaky": lambda: nn.LeakyReLU(0.2, inplace=True)}
 
-    def __init__(self, width: int):
+
+class ResidualBlock(nn.Module):
+    """x + conv(act(conv(x))): two 3x3 convs at constant width, the trunk's unit of depth."""
+
+    def __init__(self, width: int, activation: str = "relu"):
         super().__init__()
-        self.convs = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, padding_mode="replicate"), nn.ReLU(inplace=True),
+        self.convs = nn.Sequential(nn.Conv2d(width, width, 3, padding=1, padding_mode="replicate"),
+                                   ACTIVATIONS[activation](),
                                    nn.Conv2d(width, width, 3, padding=1, padding_mode="replicate"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -241,7 +247,7 @@ UPSAMPLES = ("nearest", "shuffle")
 
 
 def upsampler(latent_channels: int, width: int = 64, depth: int = 2, stages: tuple[int, ...] = (48, 32, 16),
-              upsample: str = "nearest", base: int = 0) -> Previewer:
+              upsample: str = "nearest", base: int = 0, activation: str = "relu") -> Previewer:
     """Tiny conv decoder to full resolution: a trunk at latent resolution, where convs are cheap, then one
     2x stage per entry of `stages` (its output width); a final 3x3 conv to RGB. Output is 2**len(stages)
     times the latent size (8x for SD-style VAEs, 4x: a half-resolution preview). ReLU after every conv but
@@ -251,6 +257,7 @@ def upsampler(latent_channels: int, width: int = 64, depth: int = 2, stages: tup
     conv to 4·width at the current resolution followed by a pixel shuffle (learned sub-pixel upsampling:
     the conv runs at the lower resolution); replicate padding, so the input normalisation folds into the
     first conv. base=k > 0 adds the net to a least-squares linear k×k conv upscaled bilinearly (Residual).
+    activation="leaky" puts leaky ReLUs in place of every ReLU (files without the argument have ReLUs).
     upsample="nearest" (the first design, kept so its files load unchanged): conv to `width`, `depth` more
     3x3 convs, per stage a nearest 2x upsample and a 3x3 conv; zero padding, so the normalisation stays a
     separate step (it would not fold exactly)."""
@@ -258,6 +265,9 @@ def upsampler(latent_channels: int, width: int = 64, depth: int = 2, stages: tup
         raise ValueError(f"upsample must be one of {', '.join(UPSAMPLES)}, got {upsample!r}")
     if base and (upsample != "shuffle" or base % 2 == 0):
         raise ValueError(f"upsampler base must be an odd kernel and needs upsample='shuffle', got base {base}")
+    if activation not in ACTIVATIONS or (activation != "relu" and upsample != "shuffle"):
+        raise ValueError(f"upsampler activation must be one of {', '.join(ACTIVATIONS)} (other than relu only with "
+                         f"upsample='shuffle'), got {activation!r}")
     scale = 2 ** len(stages)
     args = {"width": width, "depth": depth, "stages": list(stages)}
     if upsample == "nearest":
@@ -272,16 +282,18 @@ def upsampler(latent_channels: int, width: int = 64, depth: int = 2, stages: tup
         layers.append(nn.Conv2d(n_in, 3, 3, padding=1))
         return Previewer("upsampler", latent_channels, nn.Sequential(*layers), scale=scale, args=args,
                          memory_format=torch.channels_last)
-    layers = [InputConv(latent_channels, width, 3, padding=1, padding_mode="replicate"), nn.ReLU(inplace=True)]
-    layers += [ResidualBlock(width) for _ in range(depth)]
+    act = ACTIVATIONS[activation]
+    layers = [InputConv(latent_channels, width, 3, padding=1, padding_mode="replicate"), act()]
+    layers += [ResidualBlock(width, activation) for _ in range(depth)]
     n_in = width
     for n_out in stages:
-        layers += [nn.Conv2d(n_in, 4 * n_out, 3, padding=1, padding_mode="replicate"), nn.PixelShuffle(2),
-                   nn.ReLU(inplace=True)]
+        layers += [nn.Conv2d(n_in, 4 * n_out, 3, padding=1, padding_mode="replicate"), nn.PixelShuffle(2), act()]
         n_in = n_out
     layers.append(nn.Conv2d(n_in, 3, 3, padding=1, padding_mode="replicate"))
     body = Layers(*layers)
     args["upsample"] = upsample
+    if activation != "relu":  # stored only when set, so the args of files written before it stay as they were
+        args["activation"] = activation
     if base:
         body, args["base"] = Residual(linear_base(latent_channels, base), body, scale=scale), base
     return Previewer("upsampler", latent_channels, body, scale=scale, args=args, memory_format=torch.channels_last)

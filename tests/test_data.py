@@ -1,5 +1,6 @@
 """Training data: crop planning, noise trajectories, pairs from images and saved latents, the cache."""
 
+import os
 import numpy as np
 import pytest
 import torch
@@ -111,6 +112,15 @@ def test_cache_hit_gives_identical_pairs_without_decoding(photos, tmp_path):
         assert torch.equal(getattr(first, name), getattr(second, name))
     # a different teacher fingerprint is a different cache entry
     make_pairs(teacher, "ddpm", **{**options, "teacher_id": "xyz"})
+    assert sum(calls) == 70
+    # a folder copied anew (new modification times, same contents) still hits; changed contents miss
+    calls.clear()
+    for f in photos.iterdir():
+        os.utime(f, (1e9, 1e9))
+    make_pairs(teacher, "ddpm", **options)
+    assert calls == []
+    Image.fromarray(np.zeros((200, 300, 3), dtype=np.uint8)).save(photos / "p0.png")
+    make_pairs(teacher, "ddpm", **options)
     assert sum(calls) == 70
 
 

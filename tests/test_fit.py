@@ -444,3 +444,61 @@ def test_dead_relus_finds_a_stage_that_outputs_zero_everywhere():
         last_stage.bias.fill_(-1e3)
     relus = [m for m in p.modules() if isinstance(m, torch.nn.ReLU)]
     assert dead_relus(p, z) == [len(relus) - 1]
+
+
+def test_a_fit_continues_from_a_finished_file_and_keeps_its_recipe(one_thread, tmp_path):
+    x, rgb, pairs = residual_case()
+    kwargs = dict(space="sd1", args={"hidden": [16], "base": 1}, device="cpu", progress=False)
+    first = fit(PlantedTeacher(), "mlp", pairs, training=Training(steps=100, eval_every=50, lr=1e-2), **kwargs)
+    start = previewers.load(previewers.save(first, tmp_path / "first.safetensors"))
+    untrained = fit(PlantedTeacher(), "mlp", pairs, training=Training(steps=0), init=start, **kwargs)
+    for name, value in start.state_dict().items():  # the start is the file, not a fresh closed-form solution
+        torch.testing.assert_close(untrained.state_dict()[name], value, atol=0, rtol=0)
+    more = fit(PlantedTeacher(), "mlp", pairs, training=Training(steps=200, eval_every=50, lr=1e-2), init=start, **kwargs)
+    recipe = more.meta["recipe"]
+    assert recipe["init"] == first.meta["recipe"]
+    assert recipe["result"]["start_val_psnr"] == pytest.approx(first.meta["recipe"]["result"]["val_psnr"], abs=1e-3)
+    assert recipe["result"]["val_psnr"] > recipe["result"]["start_val_psnr"]
+    with pytest.raises(ValueError, match="same family and arguments"):
+        fit(PlantedTeacher(), "mlp", pairs, **{**kwargs, "args": {"hidden": [8], "base": 1}}, init=start)
+    with pytest.raises(ValueError, match="same family and arguments"):
+        fit(PlantedTeacher(), "affine", pairs, space="sd1", init=start, progress=False)
+
+
+def test_the_cli_continues_a_fit_from_a_file(tmp_path, capsys, one_thread):
+    latents_dir = tmp_path / "latents"
+    latents_dir.mkdir()
+    torch.save(latents(n=3, side=20), latents_dir / "z.pt")
+    teacher = tiny_vae_folder(tmp_path / "vae")
+    common = ["fit", "--teacher", str(teacher), "--space", "sd1", "--latents", str(latents_dir), "--no-cache",
+              "--crop-size", "32",
+              "--family", "mlp", "--args", '{"mlp": {"hidden": [8]}}', "--steps", "20", "--device", "cpu"]
+    assert main(common + ["--out", str(tmp_path / "a.safetensors")]) == 0
+    assert main(common + ["--out", str(tmp_path / "b.safetensors"), "--init", str(tmp_path / "a.safetensors")]) == 0
+    b = previewers.load(tmp_path / "b.safetensors")
+    assert b.meta["recipe"]["init"]["training"]["steps"] == 20
+    assert main(common + ["--out", str(tmp_path), "--family", "mlp,affine",
+                          "--init", str(tmp_path / "a.safetensors")]) == 2
+    assert "--init continues one fit" in capsys.readouterr().err
+    (tmp_path / "bad.safetensors").write_bytes(b"not a weight file")
+    assert main(common + ["--out", str(tmp_path / "d.safetensors"), "--init", str(tmp_path / "bad.safetensors")]) == 2
+    assert "bad.safetensors" in capsys.readouterr().err
+
+
+def test_leaky_upsampler_stages_cannot_die_and_save_their_activation(tmp_path):
+    from previewers.families import upsampler
+    from training.fit import dead_relus
+
+    p = upsampler(4, width=8, depth=1, stages=(8, 8, 8), upsample="shuffle", base=3, activation="leaky").eval()
+    assert p.args["activation"] == "leaky" and not any(isinstance(m, torch.nn.ReLU) for m in p.modules())
+    with torch.no_grad():
+        [m for m in p.body.net if isinstance(m, torch.nn.Conv2d)][-2].bias.fill_(-1e3)
+    z = torch.randn(2, 4, 6, 6, generator=torch.Generator().manual_seed(0))
+    assert dead_relus(p, z) == []  # a leaky stage still passes gradient
+    loaded = previewers.load(previewers.save(p, tmp_path / "u.safetensors"))
+    torch.testing.assert_close(loaded(z), p(z), atol=0, rtol=0)
+    assert "activation" not in upsampler(4, stages=(8,), upsample="shuffle").args  # older files' args unchanged
+    with pytest.raises(ValueError, match="activation"):
+        upsampler(4, activation="leaky")  # the first (nearest) design has ReLUs only
+    with pytest.raises(ValueError, match="activation"):
+        upsampler(4, upsample="shuffle", activation="gelu")

@@ -231,8 +231,9 @@ def fingerprint(*paths) -> str:
 
 
 def folder_listing(files: list[Path]) -> list:
-    """Names, sizes and modification times: enough to notice a changed folder without reading it."""
-    return [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files]
+    """Names, sizes and content hashes, for cache keys: not modification times, which change whenever a data folder
+    is copied anew (and with them every key), while reading tens of MB of images costs well under a second."""
+    return [(f.name, f.stat().st_size, fingerprint(f)) for f in files]
 
 
 def default_cache_dir() -> Path:

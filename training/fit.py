@@ -1,5 +1,6 @@
 """fit(): one previewer family fitted against a teacher's decodes, with its recipe in `meta`."""
 
+import hashlib
 import platform
 import time
 import warnings
@@ -52,6 +53,15 @@ def dead_relus(previewer, latents: torch.Tensor) -> list[int]:
     return [i for i, a in enumerate(alive) if not a]
 
 
+def state_digest(previewer) -> str:
+    """sha256 of a previewer's weights and buffers: names a starting point in a checkpoint's key."""
+    digest = hashlib.sha256()
+    for name, tensor in previewer.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
 def device_name(device: torch.device) -> str:
     return (f"{torch.cuda.get_device_name(device)} ({device})" if device.type == "cuda"
             else f"cpu ({platform.processor() or platform.machine()})")
@@ -69,14 +79,16 @@ def build_for(teacher, family: str, args: dict | None = None):
 
 def fit(teacher, family: str, pairs, space: str, args: dict | None = None, device: str = "auto",
         ridge: float = 1e-5, reweight: int = 3, training: Training = Training(), progress: bool = True,
-        checkpoint=None, resume: bool = False, validation=None):
+        checkpoint=None, resume: bool = False, validation=None, init=None):
     """A `family` previewer (constructor `args`, defaults when None) fitted to `pairs` of `teacher`.
 
     Closed-form families (linear, affine, quadratic, one-layer conv) are solved by ridge least
     squares on the CPU, reweighted `reweight` times toward the best mean PSNR after the display
     clamp (previewers/closed_form.py). Other families are trained with `training` on `device`, residual
     ones (`base` in args) from their closed-form base; `checkpoint`/`resume`/`validation` as in
-    training.gradient.train.
+    training.gradient.train. `init`: a previewer of the same family and arguments (a loaded weight file) to
+    start Adam from instead, weights and normalisation, for a further run with a new step budget; the
+    recipe keeps its recipe under "init".
     The result carries meta: space, teacher and the full recipe (options, data, seed, device, seconds,
     versions; under torchrun also world_size and every process's device), ready for previewers.save.
     Under torchrun every process runs fit() on the same pairs: least squares and the normalisation
@@ -92,18 +104,27 @@ def fit(teacher, family: str, pairs, space: str, args: dict | None = None, devic
         raise ValueError(f"pairs have {pairs.latents.shape[1]}-channel latents, "
                          f"teacher {teacher.name} takes {teacher.latent_channels}")
     closed = is_closed_form(family, previewer.args)
+    if init is not None and (closed or (init.family, init.latent_channels, init.args)
+                             != (family, previewer.latent_channels, previewer.args)):
+        raise ValueError(f"can only continue an Adam fit of the same family and arguments: asked for {family} "
+                         f"{previewer.args}, the starting file is {init.family} {init.args} "
+                         f"({init.latent_channels} latent channels)")
     device = torch.device("cpu") if closed else resolve_device(device)
     start = time.perf_counter()
-    set_normalisation(previewer, pairs.latents, world=world)
     summary = None  # what Adam reports; least squares has nothing to add
+    if init is not None:
+        previewer.load_state_dict(init.state_dict())
+    else:
+        set_normalisation(previewer, pairs.latents, world=world)
     if closed:
         fit_closed_form(previewer, pairs.latents, pairs.small, ridge=ridge, reweight=reweight, progress=progress,
                         world=world)
     else:
-        if previewer.args.get("base"):
+        if previewer.args.get("base") and init is None:
             start_from_closed_form(previewer, pairs, ridge, reweight, progress, world)
         summary = train(previewer, pairs, training, device=device, progress=progress, checkpoint=checkpoint,
-                        resume=resume, validation=validation)
+                        resume=resume, validation=validation,
+                        init=None if init is None else state_digest(init))
     previewer = previewer.cpu().eval().requires_grad_(False)
     if summary is not None:
         summary["dead_relus"] = dead_relus(previewer, pairs.latents[:256].float())
@@ -121,6 +142,7 @@ def fit(teacher, family: str, pairs, space: str, args: dict | None = None, devic
         "data": pairs.source,
         "samples": len(pairs),
         **({"validation": validation.source} if validation is not None and summary is not None else {}),
+        **({"init": init.meta.get("recipe")} if init is not None else {}),
         "seed": training.seed,
         "device": device_name(device),
         "world_size": world.size,

@@ -54,6 +54,22 @@ class Ceiling(nn.Module):
 
 
 CEILING = "ceiling: teacher pooled, bicubic back"
+UPSCALED = ", bicubic ×"
+
+
+def pooled_name(name: str) -> str:
+    """The row name of `name`'s output pooled to latent resolution."""
+    return f"{name}, pooled"
+
+
+def upscaled_name(name: str, factor: int) -> str:
+    """The row name of `name`'s output upscaled bicubically by `factor`."""
+    return f"{name}{UPSCALED}{factor}"
+
+
+def upscaled_source(row_name: str) -> str:
+    """The previewer an upscaled row (upscaled_name) shows."""
+    return row_name.rsplit(UPSCALED, 1)[0]
 
 
 def comparison(rows: list[Row], modules: dict, teacher, data, progress: bool = True) -> list[Row]:
@@ -66,12 +82,12 @@ def comparison(rows: list[Row], modules: dict, teacher, data, progress: bool = T
     if not full:
         return []
     f = teacher.scale_factor
-    extra = {f"{r.name}, pooled": Pooled(modules[r.name]) for r in full}
-    extra |= {f"{r.name}, bicubic ×{f // r.scale}": Upscaled(modules[r.name], f // r.scale) for r in full if r.scale < f}
+    extra = {pooled_name(r.name): Pooled(modules[r.name]) for r in full}
+    extra |= {upscaled_name(r.name, f // r.scale): Upscaled(modules[r.name], f // r.scale) for r in full if r.scale < f}
     latent = [r for r in rows if r.scale == 1]
     if latent:
         best = max(latent, key=lambda r: r.clean["psnr"])
-        extra[f"{best.name}, bicubic ×{f}"] = Upscaled(modules[best.name], f)
+        extra[upscaled_name(best.name, f)] = Upscaled(modules[best.name], f)
     extra[CEILING] = Ceiling(teacher)
     return evaluate(extra, data, progress=progress)
 

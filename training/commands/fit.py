@@ -72,6 +72,10 @@ def add_arguments(parser):
     model.add_argument("--loss", default="mse", choices=("mse", "l1-gradient"),
                        help="Adam's loss: squared display error, or L1 plus L1 of its spatial differences (values "
                             "edges); validation and early stopping use PSNR either way")
+    model.add_argument("--init", metavar="FILE",
+                       help="continue an Adam fit from a finished weight file of the same family and --args (one "
+                            "family): its weights replace the fresh start and --steps run a new cosine schedule; its "
+                            "recipe is kept in the new file's")
     add_device_argument(model, "device for the teacher and the Adam fits")
     model.add_argument("--resume", action="store_true",
                        help="continue an Adam fit from its checkpoint (OUT.ckpt beside each output file, written "
@@ -221,6 +225,13 @@ def fit_all(args, world) -> int:
     existing = [str(p) for p in paths.values() if p.exists()]
     if existing and not args.force:
         raise ValueError(f"{', '.join(existing)} already exists; pass --force to overwrite")
+    init = None
+    if args.init:
+        from previewers.weightfile import load_file
+
+        if len(families) != 1:
+            raise ValueError(f"--init continues one fit; --family names {len(families)}")
+        init = load_file(args.init)
     space = get_space(args.space)
     teacher, teacher_id = open_teacher(args)
     for family in families:
@@ -253,7 +264,7 @@ def fit_all(args, world) -> int:
         previewer = fit(teacher, family, pairs, space=args.space, args=arguments[family], device=args.device,
                         ridge=args.ridge, reweight=args.reweight, training=training,
                         checkpoint=paths[family].with_name(paths[family].name + ".ckpt"), resume=args.resume,
-                        validation=validation)
+                        validation=validation, init=init)
         recipe = previewer.meta["recipe"]
         line = f"{recipe['seconds']:.1f} s" + (f" on {recipe['world_size']} processes" if recipe["world_size"] > 1 else "")
         if held is not None:
