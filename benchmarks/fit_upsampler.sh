@@ -8,9 +8,13 @@
 # with --resume (checkpoint beside the output, written at every validation pass). Extra arguments go to the fit.
 # flux1 validates on the six kodak-sized photos fit_weights.sh names, for the same reason: on a random tenth of the
 # images its validation PSNR swung ±1 dB around its base for 3,400 steps, so early stopping could not steer it.
-# flux1 uses leaky ReLUs: with ReLUs its last stage died (output zero everywhere) and the net added nothing.
-# To continue a finished fit with more steps (a new cosine schedule from its weights):
-#   bash benchmarks/fit_upsampler.sh SPACE --init weights/SPACE-upsampler.safetensors --steps N --out runs/up --force
+# flux1 uses leaky ReLUs and a 4× lower learning rate: at 2e-3 its validation PSNR dropped by 1 dB every few hundred
+# steps; with ReLUs its last stage died (output zero everywhere, so the net added nothing), with leaky ReLUs it
+# diverged (−17 dB) after 700 steps.
+# To continue a finished fit with more steps (a new cosine schedule from its weights; at the first fit's 2e-3 a
+# restart knocked flux2's validation PSNR down by up to 4 dB, at 5e-4 it rose from the start):
+#   bash benchmarks/fit_upsampler.sh SPACE --init weights/SPACE-upsampler.safetensors --steps N --lr 5e-4 \
+#     --out runs/up/SPACE-upsampler.safetensors --force
 set -euo pipefail
 space=${1:?usage: fit_upsampler.sh sd1|sdxl|sd3|flux1|flux2 [fit options]}; shift
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -18,12 +22,13 @@ shared=$root/../shared
 source "$root/benchmarks/validation_images.sh"
 val=()
 activation=
+lr=2e-3
 case $space in
   sd1) teacher=taesd_decoder.safetensors; context=3 ;;
   sdxl) teacher=taesdxl_decoder.safetensors; context=3 ;;
   sd3) teacher=taesd3_decoder.safetensors; context=3 ;;
   flux1) teacher=taef1_decoder.safetensors; context=3
-         val=(--val-images "$flux1_val_images"); activation=', "activation": "leaky"' ;;
+         val=(--val-images "$flux1_val_images"); activation=', "activation": "leaky"'; lr=5e-4 ;;
   flux2) teacher=taef2_decoder.pth; context=5 ;;  # FLUX.2 latents need more spatial context (as in fit_weights.sh)
   *) echo "unknown space $space (sd1, sdxl, sd3, flux1, flux2)" >&2; exit 2 ;;
 esac
@@ -31,4 +36,4 @@ python -m previewers fit --teacher "$shared/models/teachers/$teacher" --space "$
   --crops 2048 --crop-size 128 --augment 0.5 --eval-images "$shared/data/kodak24" --out "$root/weights" \
   --family upsampler \
   --args "{\"width\": 64, \"depth\": 2, \"stages\": [32, 16, 8], \"upsample\": \"shuffle\", \"base\": $context$activation}" \
-  --steps 20000 --batch 16 --lr 2e-3 --patience 40 "${val[@]}" "$@"
+  --steps 20000 --batch 16 --lr $lr --patience 40 "${val[@]}" "$@"
