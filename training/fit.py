@@ -130,7 +130,8 @@ def fit(teacher, family: str, pairs, space: str, args: dict | None = None, devic
         summary["dead_relus"] = dead_relus(previewer, pairs.latents[:256].float())
         if summary["dead_relus"] and world.main:  # flux1's first shuffle upsampler lost its last stage this way
             warnings.warn(f"{family} fit: ReLU layers {summary['dead_relus']} (in module order) output zero on every "
-                          "training sample, so the convs they feed get no gradient; refit with a lower --lr", stacklevel=2)
+                          "training sample, so the convs they feed get no gradient; refit with a lower --lr (an upsampler "
+                          "also with \"activation\": \"leaky\")", stacklevel=2)
     recipe = {
         "method": "least squares" if closed else "Adam",
         "family": family,
