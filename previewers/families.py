@@ -225,8 +225,9 @@ def conv(latent_channels: int, channels: tuple[int, ...] = (64, 64), kernels: tu
     return Previewer("conv", latent_channels, body, args=args, memory_format=torch.channels_last)
 
 
-# "leaky" (slope 0.2) cannot output zero everywhere: flux1's first shuffle upsampler, trained with ReLU, lost its
-# whole last stage that way (training.fit.dead_relus) and ended as its linear base upscaled
+# "leaky" (slope 0.2) cannot output zero everywhere: flux1's first shuffle upsampler, trained with ReLU at lr 2e-3, lost
+# its whole last stage that way (training.fit.dead_relus) and ended as its linear base upscaled; leaky at that lr
+# diverged instead, leaky at 5e-4 trained (benchmarks/fit_upsampler.sh)
 ACTIVATIONS = {"relu": lambda: nn.ReLU(inplace=True), "leaky": lambda: nn.LeakyReLU(0.2, inplace=True)}
 
 

@@ -1,6 +1,7 @@
 """Training data: crop planning, noise trajectories, pairs from images and saved latents, the cache."""
 
 import os
+
 import numpy as np
 import pytest
 import torch

@@ -35,6 +35,8 @@ def dead_relus(previewer, latents: torch.Tensor) -> list[int]:
     """Positions (in module order, from 0) of the ReLUs in `previewer` that output zero for every element on
     `latents` (N, C, h, w): a layer dead on the data passes nothing on, so the net behind it stops learning."""
     relus = [m for m in previewer.modules() if isinstance(m, torch.nn.ReLU)]
+    if not relus:  # closed-form maps and leaky-ReLU nets: nothing can die, so no forward pass is needed
+        return []
     alive = [False] * len(relus)
 
     def hook(i):
@@ -124,7 +126,7 @@ def fit(teacher, family: str, pairs, space: str, args: dict | None = None, devic
             start_from_closed_form(previewer, pairs, ridge, reweight, progress, world)
         summary = train(previewer, pairs, training, device=device, progress=progress, checkpoint=checkpoint,
                         resume=resume, validation=validation,
-                        init=None if init is None else state_digest(init))
+                        init_digest=None if init is None else state_digest(init))
     previewer = previewer.cpu().eval().requires_grad_(False)
     if summary is not None:
         summary["dead_relus"] = dead_relus(previewer, pairs.latents[:256].float())

@@ -117,7 +117,7 @@ def load_checkpoint(path: Path, key: dict) -> dict | None:
 
 
 def train(previewer, pairs, settings: Training = Training(), device="cpu", progress: bool = True,
-          checkpoint=None, resume: bool = False, validation=None, init: str | None = None) -> dict:
+          checkpoint=None, resume: bool = False, validation=None, init_digest: str | None = None) -> dict:
     """Train `previewer` (normalisation already set) on `pairs` in place; returns a summary
     {steps, best_step, val_loss, val_psnr, start_val_psnr, stopped_early, resumed_from} of the run. The
     best validation state is kept, the starting point included. `validation`: samples of their own (Pairs, e.g.
@@ -132,7 +132,7 @@ def train(previewer, pairs, settings: Training = Training(), device="cpu", progr
     batches of `settings.batch` samples (its own generator, seeded by seed and rank), gradients are
     averaged, validation is split over the processes and summed, so all take the same decisions.
     Rank 0 alone reads and writes the checkpoint, which holds every process's generator state.
-    `init`: a digest of the starting weights when they came from a file, not training.fit's fresh start (part of
+    `init_digest`: a digest of the starting weights when they came from a file, not training.fit's fresh start (part of
     the checkpoint's key, so a checkpoint resumes only the run that started there).
     """
     from tqdm import tqdm
@@ -197,7 +197,7 @@ def train(previewer, pairs, settings: Training = Training(), device="cpu", progr
     path = Path(checkpoint) if checkpoint is not None else None
     key = {"family": previewer.family, "args": previewer.args, "settings": vars(settings), "data": pairs.source,
            "samples": len(pairs), "validation": None if validation is None else validation.source,
-           "world_size": world.size, **({"init": init} if init is not None else {})}
+           "world_size": world.size, **({"init": init_digest} if init_digest is not None else {})}
     state = world.from_main(lambda: load_checkpoint(path, key)) if path is not None and resume else None
     if state is not None:
         body.load_state_dict(state["model"])
