@@ -1,8 +1,9 @@
 import torch
 
-from benchmarks import overhead, speed
+from benchmarks import overhead, speed, upsampler_frontier
 from benchmarks.timing import median_seconds
 from previewers import FAMILIES, build
+from training.gradient import LOSSES
 
 CPU = torch.device("cpu")
 
@@ -25,6 +26,15 @@ def test_macs_are_counted_from_the_convolutions_and_matmuls():
     assert speed.count_macs(speed.run_model, build("affine", 4), x) == 4 * 3 * 64  # a 4→3 1x1 conv per pixel
     # conv: 4→64 3x3, 64→64 3x3, 64→3 1x1 per pixel
     assert speed.count_macs(speed.run_model, build("conv", 4), x) == (4 * 64 * 9 + 64 * 64 * 9 + 64 * 3) * 64
+
+
+def test_every_upsampler_design_outputs_the_teachers_full_resolution():
+    # the teachers decode 8x; a design that does not cannot be fitted (training.fit.build_for refuses it)
+    for channels, context in ((4, 3), (32, 5)):
+        for name, (design, loss) in upsampler_frontier.designs(context).items():
+            out = build("upsampler", channels, **design)(torch.randn(1, channels, 2, 2))
+            assert out.shape == (1, 3, 16, 16), name
+            assert loss in LOSSES, name
 
 
 def test_speed_quick_writes_the_table(tmp_path):
