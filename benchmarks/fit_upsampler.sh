@@ -9,10 +9,11 @@
 # with --resume (checkpoint beside the output, written at every validation pass). Extra arguments go to the fit.
 # flux1 validates on the six kodak-sized photos fit_weights.sh names, for the same reason: on a random tenth of the
 # images its validation PSNR swung ±1 dB around its base for 3,400 steps, so early stopping could not steer it.
-# sd1, sdxl and flux1 use leaky ReLUs and a 4× lower learning rate (5e-4) than the first fits (ReLU, 2e-3), which sd3
-# and flux2 still ship: at 2e-3 flux1's validation PSNR dropped by 1 dB every few hundred steps; with ReLUs its last
-# stage died (output zero everywhere, so the net added nothing), with leaky ReLUs it diverged (−17 dB) after 700
-# steps. With the new recipe flux1 gained 4.6 dB on kodak24, sdxl 0.4 in fewer steps.
+# sd1, sdxl, sd3 and flux1 use leaky ReLUs and a 4× lower learning rate (5e-4) than the first fits (ReLU, 2e-3),
+# which flux2's first 8,000 steps still used: at 2e-3 flux1's validation PSNR dropped by 1 dB every few hundred steps;
+# with ReLUs its last stage died (output zero everywhere, so the net added nothing), with leaky ReLUs it diverged
+# (−17 dB) after 700 steps. With the new recipe flux1 gained 4.6 dB on kodak24, sdxl 0.4 and sd3 0.46 in as many
+# or fewer steps.
 # To continue a finished fit with more steps (a new cosine schedule from its weights; at the first fit's 2e-3 a
 # restart knocked flux2's validation PSNR down by up to 4 dB, at 5e-4 it rose from the start):
 #   bash benchmarks/fit_upsampler.sh SPACE --init weights/SPACE-upsampler.safetensors --steps N --lr 5e-4 \
@@ -29,7 +30,7 @@ steps=10000
 case $space in
   sd1) teacher=taesd_decoder.safetensors; context=3; steps=9000 ;;
   sdxl) teacher=taesdxl_decoder.safetensors; context=3 ;;
-  sd3) teacher=taesd3_decoder.safetensors; context=3; activation=; lr=2e-3 ;;
+  sd3) teacher=taesd3_decoder.safetensors; context=3 ;;
   flux1) teacher=taef1_decoder.safetensors; context=3; steps=15000
          val=(--val-images "$flux1_val_images") ;;
   flux2) teacher=taef2_decoder.pth; context=5; activation=; lr=2e-3; steps=8000 ;;  # then --init, 10,000 at 5e-4
