@@ -33,7 +33,7 @@ case $space in
   sd3) teacher=taesd3_decoder.safetensors; context=3 ;;
   flux1) teacher=taef1_decoder.safetensors; context=3; steps=15000
          val=(--val-images "$flux1_val_images") ;;
-  flux2) teacher=taef2_decoder.pth; context=5; activation=; lr=2e-3; steps=8000 ;;  # then --init, 10,000 at 5e-4
+  flux2) teacher=taef2_decoder.pth; context=5; activation=; lr=2e-3; steps=8000 ;;  # then --init, 10,000 and 6,000 at 5e-4
   *) echo "unknown space $space (sd1, sdxl, sd3, flux1, flux2)" >&2; exit 2 ;;
 esac
 python -m previewers fit --teacher "$shared/models/teachers/$teacher" --space "$space" --images "$shared/data/train" \
