@@ -2,10 +2,13 @@
 # Fit the shipped upsampler of one latent space into weights/:  bash benchmarks/fit_upsampler.sh SPACE [--device cuda] [--resume]
 # Same teacher, training pairs (2,048 augmented 128² crops of ../shared/data/train, cached by fit_weights.sh) and
 # held-out metrics (../shared/data/kodak24, stored in the file with the full-resolution comparison) as fit_weights.sh.
-# Design: the pixel-shuffle upsampler (residual trunk of 64 at latent resolution, sub-pixel stages 32/16/8) over a
+# Design: the pixel-shuffle upsampler (residual trunk at latent resolution, sub-pixel stages 32/16/8) over a
 # least-squares linear k×k conv upscaled bilinearly (5×5 for flux2: FLUX.2 latents need more spatial context, as in
-# fit_weights.sh), so training starts at that preview. Fixed budget: the shipped file's Adam steps (below) of 16 whole
-# 16² latent crops (128² targets), validation PSNR at full resolution every 100 steps; resumable
+# fit_weights.sh), so training starts at that preview. The trunk is 64 wide with two residual blocks (1.58 G MACs per
+# 64² latent at 4 channels) except for sd1: 96 wide, three blocks (3.17 G) with the L1 + gradient loss, which won the
+# 2,000-step frontier (benchmarks/results/upsampler-frontier-cpu-sd1.md) and at full budget gained 0.38 dB and
+# SSIM 0.017 on kodak24 (26.33 -> 26.71 dB, 0.719 -> 0.736; 53 min on 1 core).
+# Fixed budget: the shipped file's Adam steps (below) of 16 whole 16² latent crops (128² targets), validation PSNR at full resolution every 100 steps; resumable
 # with --resume (checkpoint beside the output, written at every validation pass). Extra arguments go to the fit.
 # flux1 validates on the six kodak-sized photos fit_weights.sh names, for the same reason: on a random tenth of the
 # images its validation PSNR swung ±1 dB around its base for 3,400 steps, so early stopping could not steer it.
@@ -27,8 +30,10 @@ val=()
 activation=', "activation": "leaky"'
 lr=5e-4
 steps=10000
+trunk='"width": 64, "depth": 2'
+loss=mse
 case $space in
-  sd1) teacher=taesd_decoder.safetensors; context=3; steps=9000 ;;
+  sd1) teacher=taesd_decoder.safetensors; context=3; trunk='"width": 96, "depth": 3'; loss=l1-gradient ;;
   sdxl) teacher=taesdxl_decoder.safetensors; context=3 ;;
   sd3) teacher=taesd3_decoder.safetensors; context=3 ;;
   flux1) teacher=taef1_decoder.safetensors; context=3; steps=15000
@@ -39,5 +44,5 @@ esac
 python -m previewers fit --teacher "$shared/models/teachers/$teacher" --space "$space" --images "$shared/data/train" \
   --crops 2048 --crop-size 128 --augment 0.5 --eval-images "$shared/data/kodak24" --out "$root/weights" \
   --family upsampler \
-  --args "{\"width\": 64, \"depth\": 2, \"stages\": [32, 16, 8], \"upsample\": \"shuffle\", \"base\": $context$activation}" \
-  --steps $steps --batch 16 --lr $lr --patience 40 "${val[@]}" "$@"
+  --args "{$trunk, \"stages\": [32, 16, 8], \"upsample\": \"shuffle\", \"base\": $context$activation}" \
+  --loss $loss --steps $steps --batch 16 --lr $lr --patience 40 "${val[@]}" "$@"

@@ -3,8 +3,8 @@
     python -m benchmarks.frontier --space sdxl [--steps 2000] [--out benchmarks/results/frontier-cpu-sdxl.md]
 
 In one process, for one latent space: the training pairs of benchmarks/fit_weights.sh (the same cache), the
-held-out kodak24 tiles, and for each design in DESIGNS (a closed-form linear k×k conv, then residual nets of
-growing width and depth) a fit with the same Adam budget; each is scored on kodak24 (PSNR/SSIM clean and noised)
+held-out kodak24 tiles, and for each design in `designs` (a closed-form linear k×k conv, then residual nets of
+growing width and depth, one with a dilated layer) a fit with the same Adam budget; each is scored on kodak24 (PSNR/SSIM clean and noised)
 and timed at 1×C×64² on one thread beside the space's teacher decoder and the full-size VAE decode (random
 weights, benchmarks/reference.py), with its multiply-accumulates. A design meets the speed floor when it is at
 least FLOOR["teacher"]× faster than the teacher and FLOOR["full VAE"]× faster than the full VAE decode, measured
@@ -34,9 +34,9 @@ def designs(channels: int, context: int) -> dict:
     more than the rest of the net)."""
     first = 3 if channels <= 4 else 1
 
-    def net(widths, base=context):
+    def net(widths, base=context, **extra):
         kernels = [first] + [3] * (len(widths) - 1) + [1 if first == 3 else 3]
-        return {"channels": list(widths), "kernels": kernels, "base": base}
+        return {"channels": list(widths), "kernels": kernels, "base": base, **extra}
 
     return {
         f"linear {context}x{context} (closed form)": {"channels": [], "kernels": [context]},
@@ -44,6 +44,9 @@ def designs(channels: int, context: int) -> dict:
         "residual 32-32": net((32, 32)),
         "residual 48-48": net((48, 48)),
         "residual 32-32-32": net((32, 32, 32)),
+        # the second layer's taps 2 pixels apart: a 9×9 receptive field for the cost of 32-32-32's 7×7
+        "residual 32-32-32, dilated": net((32, 32, 32), dilations=[1, 2, 1, 1]),
+        "residual 32-32-32-32": net((32, 32, 32, 32)),
         "residual 64-64": net((64, 64)),
     }
 

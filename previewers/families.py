@@ -204,22 +204,30 @@ def mlp(latent_channels: int, hidden: tuple[int, ...] = (32, 32), base: int = 0)
 
 
 def conv(latent_channels: int, channels: tuple[int, ...] = (64, 64), kernels: tuple[int, ...] = (3, 3, 1),
-         base: int = 0) -> Previewer:
+         base: int = 0, dilations: tuple[int, ...] = ()) -> Previewer:
     """Convs at latent resolution (spatial context); ReLU between layers, `kernels` has one more entry
     than `channels`. channels=() with kernels=(k,) is one linear k×k conv (closed-form fittable).
-    base=k > 0 adds the net to a linear k×k conv (Residual)."""
+    base=k > 0 adds the net to a linear k×k conv (Residual). `dilations` (one per kernel, default all 1)
+    spreads a layer's taps d latent pixels apart: more context at the same cost."""
     if len(kernels) != len(channels) + 1 or any(k % 2 == 0 for k in kernels + ((base,) if base else ())):
         raise ValueError(f"conv needs len(kernels) == len(channels) + 1 and odd kernels, got {channels}, {kernels}"
                          + (f", base {base}" if base else ""))
     if base and not channels:
         raise ValueError("conv with base needs a net (channels) to add to it; a lone linear conv is channels=()")
+    if dilations and (len(dilations) != len(kernels) or any(not isinstance(d, int) or d < 1 for d in dilations)
+                      or not channels):
+        raise ValueError(f"conv dilations need a net (channels; a lone linear conv is fitted in closed form, undilated)"
+                         f" and one positive integer per kernel, got {dilations} for kernels {kernels}")
     widths = (latent_channels, *channels, 3)
     layers: list[nn.Module] = []
-    for i, k in enumerate(kernels):
-        layers.append((InputConv if i == 0 else nn.Conv2d)(widths[i], widths[i + 1], k, padding=k // 2, padding_mode="replicate"))
+    for i, (k, d) in enumerate(zip(kernels, dilations or (1,) * len(kernels))):
+        layers.append((InputConv if i == 0 else nn.Conv2d)(widths[i], widths[i + 1], k, padding=d * (k // 2),
+                                                            dilation=d, padding_mode="replicate"))
         if i < len(channels):
             layers.append(nn.ReLU(inplace=True))
     body, args = Layers(*layers), {"channels": list(channels), "kernels": list(kernels)}
+    if any(d != 1 for d in dilations):  # stored only when set, so the args of earlier files stay as they were
+        args["dilations"] = list(dilations)
     if base:
         body, args["base"] = Residual(linear_base(latent_channels, base), body), base
     return Previewer("conv", latent_channels, body, args=args, memory_format=torch.channels_last)

@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from benchmarks import overhead, speed, upsampler_frontier
+from benchmarks import frontier, overhead, speed, upsampler_frontier
 from benchmarks.timing import median_seconds
 from previewers import FAMILIES, build
 from training.gradient import LOSSES
@@ -82,3 +83,10 @@ def test_methods_quick_writes_one_table_of_every_method(shared, tmp_path):
     assert "reference (is the teacher)" in rows["TAESD"] and rows["full VAE"].endswith("| 1× | 100% |")
     psnr = float(rows["conv"].split(" | ")[5].split(" / ")[0])
     assert 10 < psnr < 60
+
+
+@pytest.mark.parametrize("channels, context", [(4, 3), (16, 3), (32, 5)])
+def test_every_conv_design_builds_at_latent_resolution(channels, context):
+    for name, design in frontier.designs(channels, context).items():
+        y = build("conv", channels, **design)(torch.randn(1, channels, 12, 10))
+        assert y.shape == (1, 3, 12, 10), name

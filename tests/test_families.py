@@ -165,3 +165,29 @@ def test_upsampler_rejects_bad_design_args():
         build("upsampler", 4, upsample="bicubic")
     with pytest.raises(ValueError, match="needs upsample='shuffle'"):
         build("upsampler", 4, base=3)
+
+
+def test_dilated_conv_reaches_as_far_as_its_dilation_and_folds_the_normalisation():
+    # channels (8,), kernels (3, 1), dilation 2 on the 3x3: the output at a pixel depends on inputs 2 pixels away
+    # along each axis and not on those 1 away (the net's receptive field at the same cost as an undilated 3x3)
+    p = conv(4, channels=(8,), kernels=(3, 1), dilations=(2, 1))
+    assert p.args["dilations"] == [2, 1]
+    x = torch.randn(1, 4, 9, 9, requires_grad=True)
+    p.body(x)[0, :, 4, 4].sum().backward()
+    reach = x.grad.abs().sum(1)[0] > 0
+    assert reach[4, 2] and reach[4, 6] and reach[2, 2] and reach[6, 6]
+    assert not reach[4, 3] and not reach[4, 5] and not reach[3, 4]
+    p.in_scale.copy_(torch.tensor([2.0, 0.5, 1, 1]))
+    p.in_shift.copy_(torch.tensor([0.1, 0, -0.2, 1]))
+    z = torch.randn(1, 4, 9, 9)
+    normalised = z * p.in_scale.view(1, -1, 1, 1) + p.in_shift.view(1, -1, 1, 1)
+    torch.testing.assert_close(p(z), p.body(normalised).clamp(0, 1))
+    assert "dilations" not in conv(4, channels=(8,), kernels=(3, 1)).args  # earlier files' args stay as they were
+
+
+@pytest.mark.parametrize("args", [dict(channels=(8,), kernels=(3, 1), dilations=(2,)),
+                                  dict(channels=(), kernels=(3,), dilations=(2,)),
+                                  dict(channels=(8,), kernels=(3, 1), dilations=(0, 1))])
+def test_bad_dilations_are_a_clear_error(args):
+    with pytest.raises(ValueError, match="dilations"):
+        conv(4, **args)

@@ -10,20 +10,21 @@ from previewers import FAMILIES, build, save
 from previewers.weightfile import METADATA_KEY, load_file, read_config
 
 
-def randomised(family, channels=4):
-    p = build(family, channels)
+def randomised(family, latent_channels=4, **args):
+    p = build(family, latent_channels, **args)
     g = torch.Generator().manual_seed(1)
     for t in p.state_dict().values():
         t.copy_(torch.randn(t.shape, generator=g))
     return p
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_save_load_is_bit_identical(tmp_path, family):
-    p = randomised(family, 16)
+@pytest.mark.parametrize("family, args", [(f, {}) for f in FAMILIES]
+                         + [("conv", {"channels": [8, 8], "kernels": [1, 3, 3], "base": 3, "dilations": [1, 2, 1]})])
+def test_save_load_is_bit_identical(tmp_path, family, args):
+    p = randomised(family, 16, **args)
     path = save(p, tmp_path / f"x-{family}.safetensors", space="sd3", teacher="taesd3", metrics={"clean": {"psnr": 30.0}})
     q = previewers.load(path)
-    assert q.family == family and q.latent_channels == 16 and q.scale == p.scale
+    assert q.family == family and q.latent_channels == 16 and q.scale == p.scale and q.args == p.args
     for k, v in p.state_dict().items():
         assert torch.equal(v, q.state_dict()[k]), k
     x = torch.randn(2, 16, 8, 8)
