@@ -25,8 +25,11 @@ source "$root/benchmarks/validation_images.sh"
 # For flux2 no photo validation set worked: on the mate_* or lomiri_* crops, or on these photos' tiles, its net never
 # rose above its base and early stopping ended it there (24.1-24.2 dB against 27.39), so flux2 keeps the random tenth.
 conv_val=()
+why='benchmarks/results/frontier-cpu-sdxl.md: depth beat width; 32-32-32 meets the speed floor in frontier-timing-cpu-sdxl.md'
 case $space in
-  sd1) teacher=taesd_decoder.safetensors; context=3; net='{"channels": [32, 32, 32], "kernels": [3, 3, 3, 1], "base": 3}' ;;
+  # sd1: four layers, the best design within the floor in benchmarks/results/frontier-cpu-sd1.md
+  sd1) teacher=taesd_decoder.safetensors; context=3; net='{"channels": [32, 32, 32, 32], "kernels": [3, 3, 3, 3, 1], "base": 3}'
+       why='benchmarks/results/frontier-cpu-sd1.md (8,000 steps each): residual 32-32-32-32 is the best design within the speed floor' ;;
   sdxl) teacher=taesdxl_decoder.safetensors; context=3; net='{"channels": [32, 32, 32], "kernels": [3, 3, 3, 1], "base": 3}' ;;
   sd3) teacher=taesd3_decoder.safetensors; context=3; net='{"channels": [32, 32, 32], "kernels": [1, 3, 3, 3], "base": 3}' ;;
   flux1) teacher=taef1_decoder.safetensors; context=3; net='{"channels": [32, 32, 32], "kernels": [1, 3, 3, 3], "base": 3}'
@@ -47,4 +50,4 @@ fit --family conv --variant fast --args "{\"channels\": [], \"kernels\": [$conte
 # flux2's shipped mlp was fitted with --lr 5e-4: it never rose above its quadratic base on validation (best step 0),
 # so the file is that base; sd1 and sdxl at 5e-4 ended within 0.03 dB of their 2e-3 files.
 per_pixel --family mlp --args '{"hidden": [32, 32], "base": 2}' --steps 8000 --batch 64 --patience 30 "$@"
-fit --family conv --args "$net" --steps 15000 --batch 64 --patience 40 "${conv_val[@]}" "$@"
+fit --family conv --args "$net" --steps 15000 --batch 64 --patience 40 --why "$why" "${conv_val[@]}" "$@"

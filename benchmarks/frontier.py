@@ -20,6 +20,7 @@ import torch
 from benchmarks.reference import full_vae
 from benchmarks.speed import count_macs, run_model, run_vae
 from benchmarks.timing import interleaved_seconds, machine, median_seconds, progress, publish
+from training.gradient import Training
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -74,6 +75,8 @@ def main(argv=None) -> int:
     parser.add_argument("--space", required=True, choices=("sd1", "sdxl", "sd3", "flux1", "flux2"))
     parser.add_argument("--steps", type=int, default=2000, help="Adam steps per design (the same for all)")
     parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=Training.lr,
+                        help="peak Adam learning rate (the same for all); at the default, deep flux2 nets lost a ReLU layer")
     parser.add_argument("--count", type=int, help="held-out tiles (default: all 144)")
     parser.add_argument("--timing-only", action="store_true",
                         help="cost columns only: untrained designs (cost does not depend on the weights), no data")
@@ -83,8 +86,7 @@ def main(argv=None) -> int:
     from previewers import build, load
     from previewers.spaces import get_space
     from training.evaluate import evaluate
-    from training.fit import fit
-    from training.gradient import Training
+    from training.fit import dead_relus, fit
     from benchmarks.quality import teacher_file
 
     torch.set_num_threads(1)  # tiny nets train about as fast on one thread, and timings need one
@@ -96,12 +98,14 @@ def main(argv=None) -> int:
     else:
         space, teacher_obj, pairs, data, context = space_data(args.space, args.count)
         teacher = teacher_obj.decoder
-        training = Training(steps=args.steps, batch=args.batch, patience=args.steps)  # a fixed budget for every design
-        models, rows = {}, {}
+        # a fixed budget for every design
+        training = Training(steps=args.steps, batch=args.batch, lr=args.lr, patience=args.steps)
+        models, rows, dead = {}, {}, {}
         for name, design in designs(space.channels, context).items():
             progress(f"{args.space}: {name}")
             models[name] = fit(teacher_obj, "conv", pairs, space=args.space, args=design, device="cpu", training=training)
             (rows[name],) = evaluate({name: models[name]}, data, progress=False)
+            dead[name] = dead_relus(models[name], data.clean)
     x = torch.randn(1, space.channels, 64, 64)
     progress(f"{args.space}: timing the designs in turns with the teacher, then the full VAE decode")
     seconds = interleaved_seconds({"teacher": teacher, **models}, x)
@@ -119,7 +123,8 @@ def main(argv=None) -> int:
         what = ("Cost only: the designs untrained (their cost does not depend on the weights). PSNR columns: see "
                 f"benchmarks/results/frontier-cpu-{args.space}.md.")
     else:
-        what = (f"Every design trained with the same budget ({args.steps} Adam steps of {args.batch}, or least squares) "
+        what = (f"Every design trained with the same budget ({args.steps} Adam steps of {args.batch} at peak lr "
+                f"{args.lr:g}, or least squares) "
                 f"on the pairs of benchmarks/fit_weights.sh ({pairs.source['image_count']} images, {len(pairs)} "
                 f"augmented {CROPS['size']}² crops), scored on {len(data.clean)} 256² kodak24 tiles against "
                 f"{teacher_obj.name} pooled to latent resolution.")
@@ -132,17 +137,18 @@ def main(argv=None) -> int:
         what + " Residual designs add the net to a least-squares linear conv (`base`). Times: medians of 7 rounds "
         "timing each design and the teacher in turn. Speed floor: "
         f"≥ {FLOOR['teacher']}× faster than the teacher and ≥ {FLOOR['full VAE']:,}× faster than the full VAE "
-        f"decode ({vae_label}), both at 1×{space.channels}×64², in this run.",
+        f"decode ({vae_label}), both at 1×{space.channels}×64², in this run. Dead ReLUs: layers (module order) that "
+        "output zero on every held-out tile, so the layers behind them add only a constant (training.fit.dead_relus).",
         "",
         "| design | args | params | MACs / 64² latent | ms / 64² latent | × teacher | × full VAE | floor | "
-        "PSNR clean | SSIM clean | PSNR noised |",
-        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|",
+        "PSNR clean | SSIM clean | PSNR noised | dead ReLUs |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---|",
     ]
     for name, model in models.items():
         row = rows[name]
         mark = "**best within floor**" if name == best else ("yes" if meets(name) else "no")
-        quality = (f"{row.clean['psnr']:.2f} | {row.clean['ssim']:.3f} | {row.noised['psnr']:.2f}" if row is not None
-                   else "— | — | —")
+        quality = (f"{row.clean['psnr']:.2f} | {row.clean['ssim']:.3f} | {row.noised['psnr']:.2f} | "
+                   f"{', '.join(map(str, dead[name])) or 'none'}" if row is not None else "— | — | — | —")
         params = sum(p.numel() for p in model.parameters())
         lines.append(f"| {name} | `{model.args}` | {params:,} | {count_macs(run_model, model, x) / 1e6:.1f} M | "
                      f"{seconds[name] * 1000:.2f} | {teacher_s / seconds[name]:,.0f}× | {vae_s / seconds[name]:,.0f}× | "

@@ -161,9 +161,10 @@ def test_fit_cli_on_saved_latents_only(tmp_path):
     np.save(latents_dir / "run1.npy", np.random.default_rng(0).normal(size=(4, 18, 24)).astype(np.float32))
     out = tmp_path / "sd1-affine.safetensors"
     assert main(["fit", "--teacher", str(vae), "--space", "sd1", "--family", "affine", "--latents", str(latents_dir),
-                 "--crop-size", "32", "--no-cache", "--out", str(out)]) == 0
+                 "--crop-size", "32", "--no-cache", "--out", str(out), "--why", "frontier run X chose it"]) == 0
     recipe = previewers.load(out).meta["recipe"]
     assert recipe["samples"] == 4 and recipe["data"]["latent_files"] == 2 and recipe["data"]["images"] is None
+    assert recipe["why"] == "frontier run X chose it"
 
 
 def test_fit_cli_rejects_bad_input(tmp_path, capsys):

@@ -87,6 +87,8 @@ def add_arguments(parser):
     out.add_argument("--eval-tile", type=int, default=256, help="held-out tile side in pixels (as in `latent-preview eval`)")
     out.add_argument("--eval-count", type=int, help="use this many held-out tiles (default: all)")
     out.add_argument("--force", action="store_true", help="overwrite output files that already exist")
+    out.add_argument("--why", help="why this design ships (e.g. the frontier run that chose it), stored in each file's "
+                                   "recipe as \"why\"")
 
 
 def add_device_argument(parser, purpose: str) -> None:
@@ -266,6 +268,8 @@ def fit_all(args, world) -> int:
                         checkpoint=paths[family].with_name(paths[family].name + ".ckpt"), resume=args.resume,
                         validation=validation, init=init)
         recipe = previewer.meta["recipe"]
+        if args.why:
+            recipe["why"] = args.why
         line = f"{recipe['seconds']:.1f} s" + (f" on {recipe['world_size']} processes" if recipe["world_size"] > 1 else "")
         if held is not None:
             from training.evaluate import as_metrics, evaluate
