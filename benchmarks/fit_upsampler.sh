@@ -9,14 +9,15 @@
 # won the 2,000-step frontier (benchmarks/results/upsampler-frontier-cpu-sd1.md). At full budget sd1 gained 0.38 dB
 # and SSIM 0.017 on kodak24 (26.33 -> 26.71 dB, 0.719 -> 0.736; 53 min on 1 core), flux2 1.33 dB and SSIM 0.075
 # over its 64-wide file's 24,000 steps (24.87 -> 26.20 dB, 0.772 -> 0.847; 51 min on 1 core).
-# Fixed budget: the shipped file's Adam steps (below) of 16 whole 16² latent crops (128² targets), validation PSNR at full resolution every 100 steps; resumable
-# with --resume (checkpoint beside the output, written at every validation pass). Extra arguments go to the fit.
+# Fixed budget: the shipped file's Adam steps (below) of 16 whole 16² latent crops (128² targets), validation PSNR
+# at full resolution every 100 steps; resumable with --resume (checkpoint beside the output, written at every
+# validation pass). Extra arguments go to the fit.
 # flux1 validates on the six kodak-sized photos fit_weights.sh names, for the same reason: on a random tenth of the
 # images its validation PSNR swung ±1 dB around its base for 3,400 steps, so early stopping could not steer it.
-# Every space uses leaky ReLUs and a 4× lower learning rate (5e-4) than the first fits (ReLU, 2e-3): at 2e-3 flux1's validation PSNR dropped by 1 dB every few hundred steps;
-# with ReLUs its last stage died (output zero everywhere, so the net added nothing), with leaky ReLUs it diverged
-# (−17 dB) after 700 steps. With the new recipe flux1 gained 4.6 dB on kodak24, sdxl 0.4 and sd3 0.46 in as many
-# or fewer steps.
+# Every space uses leaky ReLUs and a 4× lower learning rate (5e-4) than the first fits (ReLU, 2e-3): at 2e-3 flux1's
+# validation PSNR dropped by 1 dB every few hundred steps; with ReLUs its last stage died (output zero everywhere,
+# so the net added nothing), with leaky ReLUs it diverged (−17 dB) after 700 steps. With the new recipe flux1 gained
+# 4.6 dB on kodak24, sdxl 0.4 and sd3 0.46 in as many or fewer steps.
 # To continue a finished fit with more steps (a new cosine schedule from its weights; at the first fit's 2e-3 a
 # restart knocked flux2's validation PSNR down by up to 4 dB, at 5e-4 it rose from the start):
 #   bash benchmarks/fit_upsampler.sh SPACE --init weights/SPACE-upsampler.safetensors --steps N --lr 5e-4 \

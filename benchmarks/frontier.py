@@ -4,8 +4,8 @@
 
 In one process, for one latent space: the training pairs of benchmarks/fit_weights.sh (the same cache), the
 held-out kodak24 tiles, and for each design in `designs` (a closed-form linear k×k conv, then residual nets of
-growing width and depth, one with a dilated layer) a fit with the same Adam budget; each is scored on kodak24 (PSNR/SSIM clean and noised)
-and timed at 1×C×64² on one thread beside the space's teacher decoder and the full-size VAE decode (random
+growing width and depth, one with a dilated layer) a fit with the same Adam budget; each is scored on kodak24
+(PSNR/SSIM clean and noised, dead ReLU layers) and timed at 1×C×64² on one thread beside the space's teacher decoder and the full-size VAE decode (random
 weights, benchmarks/reference.py), with its multiply-accumulates. A design meets the speed floor when it is at
 least FLOOR["teacher"]× faster than the teacher and FLOOR["full VAE"]× faster than the full VAE decode, measured
 in this run; the table marks the best one that does.
