@@ -5,11 +5,12 @@
 # Design: the pixel-shuffle upsampler (residual trunk at latent resolution, sub-pixel stages 32/16/8) over a
 # least-squares linear k×k conv upscaled bilinearly (5×5 for flux2: FLUX.2 latents need more spatial context, as in
 # fit_weights.sh), so training starts at that preview. The trunk is 64 wide with two residual blocks (1.58 G MACs per
-# 64² latent at 4 channels) except for sd1, sdxl and flux2: 96 wide, three blocks (3.17 G) with the L1 + gradient
-# loss, which won the 2,000-step frontier (benchmarks/results/upsampler-frontier-cpu-sd1.md). At full budget on
-# kodak24 sd1 gained 0.38 dB and SSIM 0.017 (26.33 -> 26.71 dB, 0.719 -> 0.736; 53 min on 1 core), sdxl 0.20 dB and
-# SSIM 0.015 (25.91 -> 26.11, 0.702 -> 0.717; 44 min), flux2 1.33 dB and SSIM 0.075 over its 64-wide file's 24,000
-# steps (24.87 -> 26.20 dB, 0.772 -> 0.847; 51 min on 1 core).
+# 64² latent at 4 channels) except for sd1, sdxl, flux1 and flux2: 96 wide, three blocks (3.17 G) with the L1 +
+# gradient loss, which won the 2,000-step frontier (benchmarks/results/upsampler-frontier-cpu-sd1.md). At full budget
+# on kodak24 sd1 gained 0.38 dB and SSIM 0.017 (26.33 -> 26.71 dB, 0.719 -> 0.736; 53 min on 1 core), sdxl 0.20 dB
+# and SSIM 0.015 (25.91 -> 26.11, 0.702 -> 0.717; 44 min), flux1 0.76 dB and SSIM 0.048 in 10,000 steps against the
+# 64-wide file's 15,000 (27.15 -> 27.91, 0.766 -> 0.813; 44 min), flux2 1.33 dB and SSIM 0.075 over its 64-wide
+# file's 24,000 steps (24.87 -> 26.20 dB, 0.772 -> 0.847; 51 min on 1 core).
 # Fixed budget: the shipped file's Adam steps (below) of 16 whole 16² latent crops (128² targets), validation PSNR
 # at full resolution every 100 steps; resumable with --resume (checkpoint beside the output, written at every
 # validation pass). Extra arguments go to the fit.
@@ -38,7 +39,7 @@ case $space in
   sd1) teacher=taesd_decoder.safetensors; context=3; trunk='"width": 96, "depth": 3'; loss=l1-gradient ;;
   sdxl) teacher=taesdxl_decoder.safetensors; context=3; trunk='"width": 96, "depth": 3'; loss=l1-gradient ;;
   sd3) teacher=taesd3_decoder.safetensors; context=3 ;;
-  flux1) teacher=taef1_decoder.safetensors; context=3; steps=15000
+  flux1) teacher=taef1_decoder.safetensors; context=3; trunk='"width": 96, "depth": 3'; loss=l1-gradient
          val=(--val-images "$flux1_val_images") ;;
   flux2) teacher=taef2_decoder.pth; context=5; trunk='"width": 96, "depth": 3'; loss=l1-gradient ;;
   *) echo "unknown space $space (sd1, sdxl, sd3, flux1, flux2)" >&2; exit 2 ;;
