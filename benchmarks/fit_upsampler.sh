@@ -4,13 +4,13 @@
 # held-out metrics (../shared/data/kodak24, stored in the file with the full-resolution comparison) as fit_weights.sh.
 # Design: the pixel-shuffle upsampler (residual trunk at latent resolution, sub-pixel stages 32/16/8) over a
 # least-squares linear k×k conv upscaled bilinearly (5×5 for flux2: FLUX.2 latents need more spatial context, as in
-# fit_weights.sh), so training starts at that preview. The trunk is 64 wide with two residual blocks (1.58 G MACs per
-# 64² latent at 4 channels) except for sd1, sdxl, flux1 and flux2: 96 wide, three blocks (3.17 G) with the L1 +
-# gradient loss, which won the 2,000-step frontier (benchmarks/results/upsampler-frontier-cpu-sd1.md). At full budget
-# on kodak24 sd1 gained 0.38 dB and SSIM 0.017 (26.33 -> 26.71 dB, 0.719 -> 0.736; 53 min on 1 core), sdxl 0.20 dB
-# and SSIM 0.015 (25.91 -> 26.11, 0.702 -> 0.717; 44 min), flux1 0.76 dB and SSIM 0.048 in 10,000 steps against the
-# 64-wide file's 15,000 (27.15 -> 27.91, 0.766 -> 0.813; 44 min), flux2 1.33 dB and SSIM 0.075 over its 64-wide
-# file's 24,000 steps (24.87 -> 26.20 dB, 0.772 -> 0.847; 51 min on 1 core). The flux1 and flux2 files were then
+# fit_weights.sh), so training starts at that preview. The trunk is 96 wide with three residual blocks (3.17 G MACs
+# per 64² latent at 4 channels), trained with the L1 + gradient loss, which won the 2,000-step frontier
+# (benchmarks/results/upsampler-frontier-cpu-sd1.md); sd3's file keeps the earlier 64-wide, two-block trunk (1.58 G)
+# and the MSE loss until it is refitted. Against 64-wide files, at full budget on kodak24 sd1 gained 0.38 dB and
+# SSIM 0.017 (26.33 -> 26.71 dB, 0.719 -> 0.736; 53 min on 1 core), sdxl 0.20 dB and SSIM 0.015 (25.91 -> 26.11,
+# 0.702 -> 0.717; 44 min), flux1 0.76 dB and SSIM 0.048 in 10,000 steps against the 64-wide file's 15,000
+# (27.15 -> 27.91, 0.766 -> 0.813; 44 min), flux2 1.33 dB and SSIM 0.075 over its 64-wide file's 24,000 steps (24.87 -> 26.20 dB, 0.772 -> 0.847; 51 min on 1 core). The flux1 and flux2 files were then
 # continued 5,000 steps with the command at the end of this header (flux1 27.91 -> 28.38 dB, SSIM 0.835; flux2
 # 26.20 -> 26.36 dB, SSIM 0.853; about 22 min each).
 # Fixed budget: the shipped file's Adam steps (below) of 16 whole 16² latent crops (128² targets), validation PSNR
@@ -23,7 +23,8 @@
 # so the net added nothing), with leaky ReLUs it diverged (−17 dB) after 700 steps. With the new recipe flux1 gained
 # 4.6 dB on kodak24, sdxl 0.4 and sd3 0.46 in as many or fewer steps.
 # To continue a finished fit with more steps (a new cosine schedule from its weights; at the first fit's 2e-3 a
-# restart knocked flux2's validation PSNR down by up to 4 dB, at 5e-4 it rose from the start):
+# restart knocked flux2's validation PSNR down by up to 4 dB; at 5e-4 its 64-wide file rose from the start, its
+# 96-wide file dipped for 2,000 steps, then ended higher):
 #   bash benchmarks/fit_upsampler.sh SPACE --init weights/SPACE-upsampler.safetensors --steps N --lr 5e-4 \
 #     --out runs/up/SPACE-upsampler.safetensors --force
 set -euo pipefail
@@ -35,15 +36,15 @@ val=()
 activation=', "activation": "leaky"'
 lr=5e-4
 steps=10000
-trunk='"width": 64, "depth": 2'
-loss=mse
+trunk='"width": 96, "depth": 3'
+loss=l1-gradient
 case $space in
-  sd1) teacher=taesd_decoder.safetensors; context=3; trunk='"width": 96, "depth": 3'; loss=l1-gradient ;;
-  sdxl) teacher=taesdxl_decoder.safetensors; context=3; trunk='"width": 96, "depth": 3'; loss=l1-gradient ;;
-  sd3) teacher=taesd3_decoder.safetensors; context=3 ;;
-  flux1) teacher=taef1_decoder.safetensors; context=3; trunk='"width": 96, "depth": 3'; loss=l1-gradient
+  sd1) teacher=taesd_decoder.safetensors; context=3 ;;
+  sdxl) teacher=taesdxl_decoder.safetensors; context=3 ;;
+  sd3) teacher=taesd3_decoder.safetensors; context=3; trunk='"width": 64, "depth": 2'; loss=mse ;;
+  flux1) teacher=taef1_decoder.safetensors; context=3
          val=(--val-images "$flux1_val_images") ;;
-  flux2) teacher=taef2_decoder.pth; context=5; trunk='"width": 96, "depth": 3'; loss=l1-gradient ;;
+  flux2) teacher=taef2_decoder.pth; context=5 ;;
   *) echo "unknown space $space (sd1, sdxl, sd3, flux1, flux2)" >&2; exit 2 ;;
 esac
 python -m previewers fit --teacher "$shared/models/teachers/$teacher" --space "$space" --images "$shared/data/train" \
