@@ -10,9 +10,10 @@
 # and the MSE loss until it is refitted. Against 64-wide files, at full budget on kodak24 sd1 gained 0.38 dB and
 # SSIM 0.017 (26.33 -> 26.71 dB, 0.719 -> 0.736; 53 min on 1 core), sdxl 0.20 dB and SSIM 0.015 (25.91 -> 26.11,
 # 0.702 -> 0.717; 44 min), flux1 0.76 dB and SSIM 0.048 in 10,000 steps against the 64-wide file's 15,000
-# (27.15 -> 27.91, 0.766 -> 0.813; 44 min), flux2 1.33 dB and SSIM 0.075 over its 64-wide file's 24,000 steps (24.87 -> 26.20 dB, 0.772 -> 0.847; 51 min on 1 core). The flux1 and flux2 files were then
-# continued 5,000 steps with the command at the end of this header (flux1 27.91 -> 28.38 dB, SSIM 0.835; flux2
-# 26.20 -> 26.36 dB, SSIM 0.853; about 22 min each).
+# (27.15 -> 27.91, 0.766 -> 0.813; 44 min), flux2 1.33 dB and SSIM 0.075 over its 64-wide file's 24,000 steps
+# (24.87 -> 26.20 dB, 0.772 -> 0.847; 51 min on 1 core). The flux1 and flux2 files were then continued 5,000 steps
+# with the command at the end of this header (flux1 27.91 -> 28.38 dB, SSIM 0.835; flux2 26.20 -> 26.36 dB, SSIM
+# 0.853; about 22 min each).
 # Fixed budget: the shipped file's Adam steps (below) of 16 whole 16² latent crops (128² targets), validation PSNR
 # at full resolution every 100 steps; resumable with --resume (checkpoint beside the output, written at every
 # validation pass). Extra arguments go to the fit.
