@@ -32,7 +32,9 @@ case $space in
   sd1) teacher=taesd_decoder.safetensors; context=3; net='{"channels": [32, 32, 32, 32], "kernels": [3, 3, 3, 3, 1], "base": 3}'
        why='benchmarks/results/frontier-cpu-sd1.md (8,000 steps each): residual 32-32-32-32 is the best design within the speed floor' ;;
   sdxl) teacher=taesdxl_decoder.safetensors; context=3; net='{"channels": [32, 32, 32], "kernels": [3, 3, 3, 1], "base": 3}' ;;
-  sd3) teacher=taesd3_decoder.safetensors; context=3; net='{"channels": [32, 32, 32], "kernels": [1, 3, 3, 3], "base": 3}' ;;
+  # sd3: four layers, the best design within the floor in benchmarks/results/frontier-cpu-sd3.md; 1x1 first (16 channels)
+  sd3) teacher=taesd3_decoder.safetensors; context=3; net='{"channels": [32, 32, 32, 32], "kernels": [1, 3, 3, 3, 3], "base": 3}'
+       why='benchmarks/results/frontier-cpu-sd3.md: residual 32-32-32-32 is the best design within the speed floor' ;;
   flux1) teacher=taef1_decoder.safetensors; context=3; net='{"channels": [32, 32, 32], "kernels": [1, 3, 3, 3], "base": 3}'
          conv_val=(--val-images "$flux1_val_images") ;;
   # FLUX.2 latents need more spatial context (5x5 beats 3x3 by ~1.7 dB as a linear conv). Four layers, as sd1, at
