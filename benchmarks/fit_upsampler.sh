@@ -6,14 +6,15 @@
 # least-squares linear k×k conv upscaled bilinearly (5×5 for flux2: FLUX.2 latents need more spatial context, as in
 # fit_weights.sh), so training starts at that preview. The trunk is 96 wide with three residual blocks (3.17 G MACs
 # per 64² latent at 4 channels), trained with the L1 + gradient loss, which won the 2,000-step frontier
-# (benchmarks/results/upsampler-frontier-cpu-sd1.md); sd3's file keeps the earlier 64-wide, two-block trunk (1.58 G)
-# and the MSE loss until it is refitted. Against 64-wide files, at full budget on kodak24 sd1 gained 0.38 dB and
-# SSIM 0.017 (26.33 -> 26.71 dB, 0.719 -> 0.736; 53 min on 1 core), sdxl 0.20 dB and SSIM 0.015 (25.91 -> 26.11,
-# 0.702 -> 0.717; 44 min), flux1 0.76 dB and SSIM 0.048 in 10,000 steps against the 64-wide file's 15,000
+# (benchmarks/results/upsampler-frontier-cpu-sd1.md). Against 64-wide, two-block files (1.58 G, MSE loss), at full
+# budget on kodak24 sd1 gained 0.38 dB and SSIM 0.017 (26.33 -> 26.71 dB, 0.719 -> 0.736; 53 min on 1 core), sdxl
+# 0.20 dB and SSIM 0.015 (25.91 -> 26.11, 0.702 -> 0.717; 44 min), sd3 0.49 dB and SSIM 0.020 (28.88 -> 29.37,
+# 0.828 -> 0.848; 44 min), flux1 0.76 dB and SSIM 0.048 in 10,000 steps against the 64-wide file's 15,000
 # (27.15 -> 27.91, 0.766 -> 0.813; 44 min), flux2 1.33 dB and SSIM 0.075 over its 64-wide file's 24,000 steps
 # (24.87 -> 26.20 dB, 0.772 -> 0.847; 51 min on 1 core). The flux1 and flux2 files were then continued 5,000 steps
 # with the command at the end of this header (flux1 27.91 -> 28.38 dB, SSIM 0.835; flux2 26.20 -> 26.36 dB, SSIM
-# 0.853; about 22 min each).
+# 0.853; about 22 min each); sd1's continuation never passed its starting validation PSNR and stopped early after
+# 4,000 steps (the file unchanged).
 # Fixed budget: the shipped file's Adam steps (below) of 16 whole 16² latent crops (128² targets), validation PSNR
 # at full resolution every 100 steps; resumable with --resume (checkpoint beside the output, written at every
 # validation pass). Extra arguments go to the fit.
@@ -42,7 +43,7 @@ loss=l1-gradient
 case $space in
   sd1) teacher=taesd_decoder.safetensors; context=3 ;;
   sdxl) teacher=taesdxl_decoder.safetensors; context=3 ;;
-  sd3) teacher=taesd3_decoder.safetensors; context=3; trunk='"width": 64, "depth": 2'; loss=mse ;;
+  sd3) teacher=taesd3_decoder.safetensors; context=3 ;;
   flux1) teacher=taef1_decoder.safetensors; context=3
          val=(--val-images "$flux1_val_images") ;;
   flux2) teacher=taef2_decoder.pth; context=5 ;;
