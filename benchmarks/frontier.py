@@ -52,22 +52,27 @@ def designs(channels: int, context: int) -> dict:
     }
 
 
-def space_data(name: str, count: int | None):
-    """(space, teacher, training pairs of the refit recipe, held-out kodak24 tiles, linear base kernel) for a space,
-    from the shared cache."""
+def space_data(name: str, count: int | None, val_images: tuple[str, ...] = ()):
+    """(space, teacher, training pairs of the refit recipe, validation pairs or None, held-out kodak24 tiles, linear
+    base kernel) for a space, from the shared cache. `val_images`: file-name patterns of training images to validate
+    on instead of the random tenth (`fit --val-images`), left out of the training pairs."""
     from benchmarks.quality import teacher_file
     from previewers.spaces import get_space
+    from training.commands.fit import VALIDATION_TILES
     from training.data import Crops, default_cache_dir, fingerprint, make_pairs
-    from training.evaluate import held_out
+    from training.evaluate import held_out, validation_pairs
     from training.teachers import load_teacher
 
     space = get_space(name)
     path = teacher_file(space.teacher)
     teacher, teacher_id, cache = load_teacher(path), fingerprint(path), default_cache_dir()
-    pairs = make_pairs(teacher, space.kind, images=SHARED / "data" / "train", crops=Crops(**CROPS), noise_mix=0.5,
+    images = SHARED / "data" / "train"
+    pairs = make_pairs(teacher, space.kind, images=images, exclude=val_images, crops=Crops(**CROPS), noise_mix=0.5,
                        cache_dir=cache, teacher_id=teacher_id)
+    validation = validation_pairs(held_out(teacher, images, size=CROPS["size"], count=VALIDATION_TILES,
+                                           cache_dir=cache, teacher_id=teacher_id, only=val_images)) if val_images else None
     data = held_out(teacher, SHARED / "data" / "kodak24", count=count, cache_dir=cache, teacher_id=teacher_id)
-    return space, teacher, pairs, data, 5 if name == "flux2" else 3  # FLUX.2 latents need more spatial context
+    return space, teacher, pairs, validation, data, 5 if name == "flux2" else 3  # FLUX.2 latents need more spatial context
 
 
 def main(argv=None) -> int:
@@ -78,6 +83,9 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=Training.lr,
                         help="peak Adam learning rate (the same for all); at the default, deep flux2 nets lost a ReLU layer")
     parser.add_argument("--count", type=int, help="held-out tiles (default: all 144)")
+    parser.add_argument("--val-images", metavar="GLOBS",
+                        help="validate on these training images (comma-separated file-name patterns, as `fit "
+                             "--val-images`; flux1's are in benchmarks/validation_images.sh) instead of a random tenth")
     parser.add_argument("--timing-only", action="store_true",
                         help="cost columns only: untrained designs (cost does not depend on the weights), no data")
     parser.add_argument("--out", help="markdown file (default: benchmarks/results/frontier[-timing]-cpu-SPACE.md)")
@@ -86,6 +94,7 @@ def main(argv=None) -> int:
     from previewers import build, load
     from previewers.spaces import get_space
     from training.evaluate import evaluate
+    from training.commands.fit import globs
     from training.fit import dead_relus, fit
     from benchmarks.quality import teacher_file
 
@@ -96,14 +105,15 @@ def main(argv=None) -> int:
         models = {name: build("conv", space.channels, **design) for name, design in designs(space.channels, context).items()}
         rows = {name: None for name in models}
     else:
-        space, teacher_obj, pairs, data, context = space_data(args.space, args.count)
+        space, teacher_obj, pairs, validation, data, context = space_data(args.space, args.count, globs(args.val_images))
         teacher = teacher_obj.decoder
         # a fixed budget for every design
         training = Training(steps=args.steps, batch=args.batch, lr=args.lr, patience=args.steps)
         models, rows, dead = {}, {}, {}
         for name, design in designs(space.channels, context).items():
             progress(f"{args.space}: {name}")
-            models[name] = fit(teacher_obj, "conv", pairs, space=args.space, args=design, device="cpu", training=training)
+            models[name] = fit(teacher_obj, "conv", pairs, space=args.space, args=design, device="cpu", training=training,
+                               validation=validation)
             (rows[name],) = evaluate({name: models[name]}, data, progress=False)
             dead[name] = dead_relus(models[name], data.clean)
     x = torch.randn(1, space.channels, 64, 64)
@@ -126,8 +136,11 @@ def main(argv=None) -> int:
         what = (f"Every design trained with the same budget ({args.steps} Adam steps of {args.batch} at peak lr "
                 f"{args.lr:g}, or least squares) "
                 f"on the pairs of benchmarks/fit_weights.sh ({pairs.source['image_count']} images, {len(pairs)} "
-                f"augmented {CROPS['size']}² crops), scored on {len(data.clean)} 256² kodak24 tiles against "
-                f"{teacher_obj.name} pooled to latent resolution.")
+                f"augmented {CROPS['size']}² crops), validated on "
+                + (f"{len(validation) // 2} {CROPS['size']}² tiles of {args.val_images} (left out of training)"
+                   if validation is not None else "a random tenth of the images")
+                + f", scored on {len(data.clean)} 256² kodak24 tiles against {teacher_obj.name} pooled to latent "
+                "resolution.")
     lines = [
         f"# Conv designs for {args.space}: quality against cost",
         "",

@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     from training.full_res import CEILING, Ceiling, Pooled
     from training.gradient import Training
 
-    space, teacher, pairs, data, context = space_data(args.space, args.count)
+    space, teacher, pairs, _, data, context = space_data(args.space, args.count)
 
     threads = torch.get_num_threads()  # for training; OMP_NUM_THREADS=1 leaves the other core to other work
     torch.set_num_threads(1)
