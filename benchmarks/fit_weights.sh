@@ -19,14 +19,11 @@ source "$root/benchmarks/validation_images.sh"
 # (≥ 5,000× faster than the full VAE decode, ≥ 400× faster than the teacher, in the same run). With 16 or 32
 # channels the first layer is a 1x1 mix, so the 3x3 layers work on 32 channels whatever the latent width.
 # flux1's net validates on six kodak-sized photos, left out of its training (--val-images): with a random tenth of
-# the images (two photos, four illustrations) its three-layer net ended below its own base on kodak24 (27.75 dB);
-# this recipe gives 36.06 dB (144 tiles). The shipped flux1-conv (36.70) was fitted at commit 3c25e27, where
-# --val-images validated on the named images' augmented crops (mate_*) instead; its metadata holds that recipe.
+# the images (two photos, four illustrations) its three-layer net ended below its own base on kodak24 (27.75 dB).
 # For flux2 no photo validation set worked: on the mate_* or lomiri_* crops, or on these photos' tiles, its net never
 # rose above its base and early stopping ended it there (24.1-24.2 dB against 27.39), so flux2 keeps the random tenth.
 conv_val=()
 conv_lr=()
-why='benchmarks/results/frontier-cpu-sdxl.md: depth beat width; 32-32-32 meets the speed floor in frontier-timing-cpu-sdxl.md'
 case $space in
   # sd1: four layers, the best design within the floor in benchmarks/results/frontier-cpu-sd1.md
   sd1) teacher=taesd_decoder.safetensors; context=3; net='{"channels": [32, 32, 32, 32], "kernels": [3, 3, 3, 3, 1], "base": 3}'
@@ -36,8 +33,12 @@ case $space in
   # sd3: four layers, the best design within the floor in benchmarks/results/frontier-cpu-sd3.md; 1x1 first (16 channels)
   sd3) teacher=taesd3_decoder.safetensors; context=3; net='{"channels": [32, 32, 32, 32], "kernels": [1, 3, 3, 3, 3], "base": 3}'
        why='benchmarks/results/frontier-cpu-sd3.md: residual 32-32-32-32 is the best design within the speed floor' ;;
-  flux1) teacher=taef1_decoder.safetensors; context=3; net='{"channels": [32, 32, 32], "kernels": [1, 3, 3, 3], "base": 3}'
-         conv_val=(--val-images "$flux1_val_images") ;;
+  # flux1: four layers at lr 5e-4, the best design within the floor in benchmarks/results/frontier-cpu-flux1.md; at
+  # 2e-3 every net wider or deeper than 32-32 lost ReLU layers there (frontier-cpu-flux1-lr2e-3.md)
+  flux1) teacher=taef1_decoder.safetensors; context=3; net='{"channels": [32, 32, 32, 32], "kernels": [1, 3, 3, 3, 3], "base": 3}'
+         conv_val=(--val-images "$flux1_val_images")
+         conv_lr=(--lr 5e-4)
+         why='benchmarks/results/frontier-cpu-flux1.md (8,000 steps each at lr 5e-4, photo validation): residual 32-32-32-32 is the best design within the speed floor' ;;
   # FLUX.2 latents need more spatial context (5x5 beats 3x3 by ~1.7 dB as a linear conv). Four layers, as sd1, at
   # lr 5e-4: at 2e-3 deeper flux2 nets lost their last ReLU layer (benchmarks/results/frontier-cpu-flux2-lr2e-3.md);
   # at 5e-4 the four-layer net gave 27.74 dB on kodak24 against the three-layer 2e-3 file's 27.39.

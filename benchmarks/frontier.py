@@ -12,6 +12,7 @@ in this run; the table marks the best one that does.
 """
 
 import argparse
+import shlex
 import sys
 from pathlib import Path
 
@@ -145,7 +146,7 @@ def main(argv=None) -> int:
         f"# Conv designs for {args.space}: quality against cost",
         "",
         f"Machine: {machine(torch.device('cpu'), torch.float32)} (timings on one thread; other work shared the CPU).  ",
-        f"Run: `python -m benchmarks.frontier {' '.join(argv if argv is not None else sys.argv[1:])}`.",
+        f"Run: `python -m benchmarks.frontier {shlex.join(argv if argv is not None else sys.argv[1:])}`.",
         "",
         what + " Residual designs add the net to a least-squares linear conv (`base`). Times: medians of 7 rounds "
         "timing each design and the teacher in turn. Speed floor: "
