@@ -10,6 +10,7 @@ same run.
 """
 
 import argparse
+import shlex
 import sys
 
 import torch
@@ -77,7 +78,7 @@ def main(argv=None) -> int:
         f"# Upsampler designs for {args.space}: quality against cost",
         "",
         f"Machine: {machine(torch.device('cpu'), torch.float32)} (timings on one thread; other work shared the CPU).  ",
-        f"Run: `python -m benchmarks.upsampler_frontier {' '.join(argv if argv is not None else sys.argv[1:])}`.",
+        f"Run: `python -m benchmarks.upsampler_frontier {shlex.join(argv if argv is not None else sys.argv[1:])}`.",
         "",
         f"Every design trained with the same budget ({args.steps} Adam steps of {args.batch} 16² latent crops, peak lr "
         f"{args.lr:g}) on the "

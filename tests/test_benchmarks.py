@@ -90,3 +90,17 @@ def test_every_conv_design_builds_at_latent_resolution(channels, context):
     for name, design in frontier.designs(channels, context).items():
         y = build("conv", channels, **design)(torch.randn(1, channels, 12, 10))
         assert y.shape == (1, 3, 12, 10), name
+
+
+def test_frontier_validates_on_the_named_images_and_leaves_them_out_of_training(shared, tmp_path, monkeypatch):
+    import training.commands.fit
+
+    monkeypatch.setenv("LATENT_PREVIEW_CACHE", str(tmp_path))  # a small recipe of its own, not the shared cache
+    monkeypatch.setitem(frontier.CROPS, "count", 8)
+    monkeypatch.setattr(training.commands.fit, "VALIDATION_TILES", 4)
+    _, _, pairs, validation, data, context = frontier.space_data("sd1", 2, ("skimage_astronaut*",))
+    assert pairs.source["excluded"] == ["skimage_astronaut*"] and len(pairs) == 8
+    assert validation.source["only"] == ["skimage_astronaut*"] and validation.source["image_count"] == 1
+    assert len(validation) == 2 * 4 and len(data.clean) == 2 and context == 3  # clean and noised tiles
+    _, _, everything, none, _, _ = frontier.space_data("sd1", 2)
+    assert none is None and everything.source["image_count"] == pairs.source["image_count"] + 1
