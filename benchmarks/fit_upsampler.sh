@@ -12,9 +12,10 @@
 # 0.828 -> 0.848; 44 min), flux1 0.76 dB and SSIM 0.048 in 10,000 steps against the 64-wide file's 15,000
 # (27.15 -> 27.91, 0.766 -> 0.813; 44 min), flux2 1.33 dB and SSIM 0.075 over its 64-wide file's 24,000 steps
 # (24.87 -> 26.20 dB, 0.772 -> 0.847; 51 min on 1 core). The flux1, flux2 and sd3 files were then continued
-# 5,000 steps with the command at the end of this header (flux1 27.91 -> 28.38 dB, SSIM 0.835, and 5,000 more
-# 28.55, 0.841; flux2 26.20 -> 26.36 dB, SSIM 0.853; sd3 29.37 -> 29.61 dB, SSIM 0.854; 22-32 min each); sd1's
-# continuation never passed its starting validation PSNR and stopped early after 4,000 steps (the file unchanged).
+# 5,000 steps with the command at the end of this header (flux1 27.91 -> 28.38 dB, SSIM 0.835, and twice more
+# 28.55, 0.841, then 28.65, 0.845; flux2 26.20 -> 26.36 dB, SSIM 0.853; sd3 29.37 -> 29.61 dB, SSIM 0.854; 12-32 min
+# each); sd1's continuation never passed its starting validation PSNR and stopped early after 4,000 steps
+# (the file unchanged).
 # Fixed budget: the shipped file's Adam steps (below) of 16 whole 16² latent crops (128² targets), validation PSNR
 # at full resolution every 100 steps; resumable with --resume (checkpoint beside the output, written at every
 # validation pass). Extra arguments go to the fit.
