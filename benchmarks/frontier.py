@@ -59,7 +59,7 @@ def space_data(name: str, count: int | None, val_images: tuple[str, ...] = ()):
     on instead of the random tenth (`fit --val-images`), left out of the training pairs."""
     from benchmarks.quality import teacher_file
     from previewers.spaces import get_space
-    from training.commands.fit import VALIDATION_TILES
+    from training.commands.fit import validation_tiles
     from training.data import Crops, default_cache_dir, fingerprint, make_pairs
     from training.evaluate import held_out, validation_pairs
     from training.teachers import load_teacher
@@ -70,8 +70,8 @@ def space_data(name: str, count: int | None, val_images: tuple[str, ...] = ()):
     images = SHARED / "data" / "train"
     pairs = make_pairs(teacher, space.kind, images=images, exclude=val_images, crops=Crops(**CROPS), noise_mix=0.5,
                        cache_dir=cache, teacher_id=teacher_id)
-    validation = validation_pairs(held_out(teacher, images, size=CROPS["size"], count=VALIDATION_TILES,
-                                           cache_dir=cache, teacher_id=teacher_id, only=val_images)) if val_images else None
+    validation = (validation_pairs(validation_tiles(teacher, images, val_images, CROPS["size"], cache, teacher_id))
+                  if val_images else None)
     data = held_out(teacher, SHARED / "data" / "kodak24", count=count, cache_dir=cache, teacher_id=teacher_id)
     return space, teacher, pairs, validation, data, 5 if name == "flux2" else 3  # FLUX.2 latents need more spatial context
 

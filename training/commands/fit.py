@@ -114,6 +114,15 @@ def check_counts(args) -> None:
         raise ValueError(f"--lr must be positive, got {args.lr}")
 
 
+def validation_tiles(teacher, images, only: tuple[str, ...], size: int, cache_dir, teacher_id):
+    """The held-out tiles that --val-images validates on (training.evaluate.HeldOut): up to VALIDATION_TILES
+    unaugmented size² tiles, clean and noised, of the files in `images` named by the patterns `only`."""
+    from training.evaluate import held_out
+
+    return held_out(teacher, images, size=size, count=VALIDATION_TILES, cache_dir=cache_dir, teacher_id=teacher_id,
+                    only=only)
+
+
 def globs(text: str | None) -> tuple[str, ...]:
     """'a_*, b_*' → ('a_*', 'b_*')."""
     return tuple(p.strip() for p in (text or "").split(",") if p.strip())
@@ -248,12 +257,11 @@ def fit_all(args, world) -> int:
                        stream=args.stream)
     validation = None
     if validate_on:
-        from training.evaluate import held_out, validation_pairs
+        from training.evaluate import validation_pairs
 
         # every process validates (on its share), but rank 0 alone encodes the tiles and writes their cache file
-        validation = validation_pairs(world.from_main(lambda: held_out(
-            teacher, args.images, size=args.crop_size, count=VALIDATION_TILES, cache_dir=cache,
-            teacher_id=teacher_id, only=validate_on)))
+        validation = validation_pairs(world.from_main(lambda: validation_tiles(
+            teacher, args.images, validate_on, args.crop_size, cache, teacher_id)))
     held = None
     if args.eval_images and world.main:  # only rank 0 scores and writes
         from training.evaluate import held_out
