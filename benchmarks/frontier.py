@@ -99,6 +99,13 @@ def main(argv=None) -> int:
     from training.fit import dead_relus, fit
     from benchmarks.quality import teacher_file
 
+    if args.val_images:  # before the minutes of encoding pairs, as fit checks it
+        from training.data import image_files
+
+        try:
+            image_files(SHARED / "data" / "train", (), only=globs(args.val_images))
+        except ValueError as e:
+            parser.error(f"--val-images: {e}")
     torch.set_num_threads(1)  # tiny nets train about as fast on one thread, and timings need one
     if args.timing_only:
         space, context = get_space(args.space), 5 if args.space == "flux2" else 3

@@ -104,3 +104,9 @@ def test_frontier_validates_on_the_named_images_and_leaves_them_out_of_training(
     assert len(validation) == 2 * 4 and len(data.clean) == 2 and context == 3  # clean and noised tiles
     _, _, everything, none, _, _ = frontier.space_data("sd1", 2)
     assert none is None and everything.source["image_count"] == pairs.source["image_count"] + 1
+
+
+def test_frontier_refuses_val_images_that_match_no_training_image(shared, capsys):
+    with pytest.raises(SystemExit):
+        frontier.main(["--space", "sd1", "--val-images", "no_such_image_*"])
+    assert "--val-images: " in (err := capsys.readouterr().err) and "none of its images matches no_such_image_*" in err
