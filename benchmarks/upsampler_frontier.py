@@ -1,9 +1,9 @@
 """Quality against cost of upsampler designs, to choose what ships (benchmarks/fit_upsampler.sh).
 
-    python -m benchmarks.upsampler_frontier --space sd1 [--steps 2000] [--out benchmarks/results/upsampler-frontier-cpu-sd1.md]
+    python -m benchmarks.upsampler_frontier --space sd1 [--steps 2000] [--design NAME ...] [--save DIR] [--out FILE]
 
 In one process, for one latent space: the training pairs of benchmarks/fit_weights.sh (the same cache), the held-out
-kodak24 tiles, and for each design in DESIGNS a fit with the same Adam budget, scored at full resolution against the
+kodak24 tiles, and for each design of designs() (or each named with --design) a fit with the same Adam budget, scored at full resolution against the
 teacher's decode (PSNR/SSIM clean and noised), pooled to latent resolution, and timed at 1×C×64² on one thread beside
 the teacher, with its multiply-accumulates; the ceiling of any latent-resolution preview (training.full_res) in the
 same run.
@@ -12,6 +12,7 @@ same run.
 import argparse
 import shlex
 import sys
+from pathlib import Path
 
 import torch
 
@@ -31,11 +32,15 @@ def designs(context: int) -> dict:
     return {
         "first design (nearest stages)": ({"width": 64, "depth": 2, "stages": [48, 32, 16]}, "mse"),
         "shuffle 32, 2 blocks, 16-8-8": (shuffle(32, 2, (16, 8, 8)), "mse"),
-        "shuffle 64, 2 blocks, 32-16-8 (shipped)": (shuffle(64, 2, (32, 16, 8)), "mse"),
+        "shuffle 64, 2 blocks, 32-16-8": (shuffle(64, 2, (32, 16, 8)), "mse"),
         "shuffle 64, 2 blocks, 32-16-8, ReLU": (shuffle(64, 2, (32, 16, 8), "relu"), "mse"),
         "shuffle 96, 3 blocks, 32-16-8": (shuffle(96, 3, (32, 16, 8)), "mse"),
         "shuffle 64, 2 blocks, 48-24-16": (shuffle(64, 2, (48, 24, 16)), "mse"),
         "shuffle 64, 2 blocks, 32-16-8, L1 + gradient loss": (shuffle(64, 2, (32, 16, 8)), "l1-gradient"),
+        "shuffle 96, 3 blocks, 32-16-8, L1 + gradient loss (shipped)": (shuffle(96, 3, (32, 16, 8)), "l1-gradient"),
+        "shuffle 96, 3 blocks, 32-16-8, L1 + gradient + SSIM loss": (shuffle(96, 3, (32, 16, 8)), "l1-gradient-ssim"),
+        "shuffle 96, 3 blocks, 64-32-16, L1 + gradient loss": (shuffle(96, 3, (64, 32, 16)), "l1-gradient"),
+        "shuffle 128, 4 blocks, 32-16-8, L1 + gradient loss": (shuffle(128, 4, (32, 16, 8)), "l1-gradient"),
     }
 
 
@@ -47,8 +52,15 @@ def main(argv=None) -> int:
     parser.add_argument("--lr", type=float, default=5e-4, help="peak Adam learning rate (the shipped recipe's)")
     parser.add_argument("--count", type=int, help="held-out tiles (default: all 144)")
     parser.add_argument("--out", help="markdown file (default: benchmarks/results/upsampler-frontier-cpu-SPACE.md)")
+    parser.add_argument("--design", action="append", choices=list(designs(0)), metavar="NAME",
+                        help="measure only this design (repeat for several; default: all of them): "
+                             + "; ".join(repr(name) for name in designs(0)))
+    parser.add_argument("--save", metavar="DIR",
+                        help="also write each design's fitted weights to DIR/SPACE-upsampler-N.safetensors (N: its "
+                             "row), to continue the chosen one with `previewers fit --init`")
     args = parser.parse_args(argv)
 
+    from previewers.weightfile import save
     from training.evaluate import evaluate
     from training.fit import fit
     from training.full_res import CEILING, Ceiling, Pooled
@@ -64,12 +76,15 @@ def main(argv=None) -> int:
     (ceiling,) = evaluate({CEILING: Ceiling(teacher)}, data, progress=False)
 
     rows = []
-    for name, (design, loss) in designs(context).items():
+    chosen = {name: entry for name, entry in designs(context).items() if not args.design or name in args.design}
+    for row, (name, (design, loss)) in enumerate(chosen.items(), 1):
         progress(f"{args.space}: {name}")
         torch.set_num_threads(threads)
         training = Training(steps=args.steps, batch=args.batch, lr=args.lr, patience=args.steps, loss=loss)  # a fixed budget
         previewer = fit(teacher, "upsampler", pairs, space=args.space, args=design, device="cpu", training=training)
         torch.set_num_threads(1)
+        if args.save:
+            save(previewer, Path(args.save) / f"{args.space}-upsampler-{row}.safetensors")
         full, pooled = evaluate({name: previewer, "pooled": Pooled(previewer)}, data, progress=False)
         seconds = median_seconds(lambda: run_model(previewer, x), torch.device("cpu"))
         rows.append((name, design, loss, full, pooled, count_macs(run_model, previewer, x), seconds))

@@ -399,7 +399,8 @@ def test_a_short_upsampler_fit_improves_full_resolution_psnr_over_its_start(shar
 
 
 def test_the_edge_loss_is_l1_plus_l1_of_the_error_differences():
-    from training.gradient import training_loss
+    from training.gradient import SSIM_WEIGHT, training_loss
+    from training.metrics import ssim
 
     target = torch.zeros(1, 3, 4, 4)
     target[..., 2:] = 1.0  # a vertical edge
@@ -409,6 +410,13 @@ def test_the_edge_loss_is_l1_plus_l1_of_the_error_differences():
     expected = e.abs().mean() + (e[..., 1:] - e[..., :-1]).abs().mean() + (e[..., 1:, :] - e[..., :-1, :]).abs().mean()
     torch.testing.assert_close(training_loss(blurred, target, "l1-gradient"), expected)
     assert training_loss(target, target, "l1-gradient") == 0
+    # the SSIM loss adds SSIM_WEIGHT · (1 − SSIM) of the clamped output; identical images cost nothing
+    target = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    blurred = torch.nn.functional.avg_pool2d(target, 3, stride=1, padding=1, count_include_pad=False)
+    structure = SSIM_WEIGHT * (1 - ssim(blurred, target).mean().item())
+    assert training_loss(blurred, target, "l1-gradient-ssim").item() == pytest.approx(
+        training_loss(blurred, target, "l1-gradient").item() + structure, rel=1e-5)
+    assert training_loss(target, target, "l1-gradient-ssim").item() == pytest.approx(0, abs=1e-6)
     with pytest.raises(ValueError, match="unknown loss 'ssim'"):
         fit(PlantedTeacher(), "mlp", planted_pairs(latents(n=4), torch.rand(4, 3, 8, 8)), space="sd1", device="cpu",
             training=Training(steps=1, loss="ssim"), progress=False)

@@ -3,7 +3,7 @@ import pytest
 import torch
 from skimage.color import lab2rgb
 
-from training.metrics import ciede2000, psnr, ssim
+from training.metrics import ciede2000, psnr, ssim, ssim_differentiable
 
 
 def test_identical_images_score_perfectly():
@@ -42,6 +42,17 @@ def test_ssim_fits_small_images(size):
     value = ssim(a, b).item()
     assert -1 <= value < 1
     assert ssim(a, a).item() == pytest.approx(1.0)
+
+
+def test_the_differentiable_ssim_is_scikit_images_and_has_gradients():
+    gen = torch.Generator().manual_seed(3)
+    target = torch.rand(2, 3, 24, 20, generator=gen, dtype=torch.float64)
+    pred = (target + 0.2 * torch.randn(target.shape, generator=gen, dtype=torch.float64)).clamp(0, 1)
+    pred.requires_grad_(True)
+    value = ssim_differentiable(pred, target)
+    torch.testing.assert_close(value.detach(), ssim(pred, target), rtol=0, atol=1e-9)
+    value.sum().backward()
+    assert pred.grad.abs().sum() > 0
 
 
 def test_ssim_rejects_images_below_3_pixels():

@@ -17,6 +17,7 @@ import torch
 from previewers.closed_form import hidden_by_clamp
 
 from . import distributed
+from .metrics import ssim_differentiable
 
 
 @dataclass(frozen=True)
@@ -32,8 +33,11 @@ class Training:
     loss: str = "mse"  # one of LOSSES
 
 
-LOSSES = ("mse", "l1-gradient")
+LOSSES = ("mse", "l1-gradient", "l1-gradient-ssim")
 EDGE_WEIGHT = 1.0  # weight of the difference term in "l1-gradient" (per-pixel mean, like the L1 term)
+# weight of 1 − SSIM in "l1-gradient-ssim": continuing flux1's upsampler with it raised SSIM 0.845 → 0.856 and PSNR
+# 28.65 → 28.70 dB (benchmarks/fit_upsampler.sh)
+SSIM_WEIGHT = 0.5
 
 
 def display_error(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -48,12 +52,17 @@ def display_loss(out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 def training_loss(out: torch.Tensor, target: torch.Tensor, loss: str) -> torch.Tensor:
-    """The loss Adam minimises: "mse" (display_loss) or "l1-gradient"."""
+    """The loss Adam minimises: "mse" (display_loss), "l1-gradient" (L1 of the display error plus L1 of its
+    spatial differences), or "l1-gradient-ssim" (that plus SSIM_WEIGHT·(1 − SSIM) of the clamped output, the
+    structure term the full-resolution SSIM goal scores)."""
     if loss == "mse":
         return display_loss(out, target)
     e = display_error(out, target)
     edges = (e[..., :, 1:] - e[..., :, :-1]).abs().mean() + (e[..., 1:, :] - e[..., :-1, :]).abs().mean()
-    return e.abs().mean() + EDGE_WEIGHT * edges
+    l1_gradient = e.abs().mean() + EDGE_WEIGHT * edges
+    if loss == "l1-gradient":
+        return l1_gradient
+    return l1_gradient + SSIM_WEIGHT * (1 - ssim_differentiable(out.clamp(0, 1), target.clamp(0, 1)).mean())
 
 
 def resolve_device(device: str) -> torch.device:

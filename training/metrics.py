@@ -7,6 +7,7 @@ over images or report per image. Identical images give PSNR inf, SSIM 1 and ΔE 
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from skimage.color import deltaE_ciede2000, rgb2lab
 from skimage.metrics import structural_similarity
 
@@ -46,6 +47,25 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         structural_similarity(p, t, channel_axis=0, data_range=1.0, win_size=window)
         for p, t in zip(pred.numpy(), target.numpy())
     ], dtype=torch.float64)
+
+
+def ssim_differentiable(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """ssim() as a differentiable torch function, for training losses: the same 7x7 uniform window, sample
+    covariance and constants as scikit-image's, on the windows that lie wholly inside the image (scikit-image crops
+    the others before averaging). No clamping: callers clamp as they need. (B, 3, H, W) of at least 7x7 → (B,)."""
+    n = SSIM_WINDOW * SSIM_WINDOW
+    c1, c2 = 0.01 ** 2, 0.03 ** 2  # data range 1
+
+    def mean(x):
+        return F.avg_pool2d(x, SSIM_WINDOW, stride=1)
+
+    mu_p, mu_t = mean(pred), mean(target)
+    covariance = n / (n - 1)
+    var_p = covariance * (mean(pred * pred) - mu_p * mu_p)
+    var_t = covariance * (mean(target * target) - mu_t * mu_t)
+    cov = covariance * (mean(pred * target) - mu_p * mu_t)
+    s = ((2 * mu_p * mu_t + c1) * (2 * cov + c2)) / ((mu_p * mu_p + mu_t * mu_t + c1) * (var_p + var_t + c2))
+    return s.mean(dim=(1, 2, 3))
 
 
 def ciede2000(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

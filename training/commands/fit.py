@@ -11,6 +11,8 @@ VALIDATION_TILES = 256  # --val-images tiles, spread evenly over the images: a f
 
 
 def add_arguments(parser):
+    from training.gradient import LOSSES
+
     first_use = parser.add_argument_group("fit on first use")
     first_use.add_argument("--pipeline", metavar="DIR",
                            help="diffusers pipeline folder: fit against its own VAE, offline, the previewer that "
@@ -69,9 +71,9 @@ def add_arguments(parser):
     model.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate (cosine-annealed)")
     model.add_argument("--patience", type=int, default=10,
                        help="validation passes (every 100 steps) without improvement before stopping early")
-    model.add_argument("--loss", default="mse", choices=("mse", "l1-gradient"),
-                       help="Adam's loss: squared display error, or L1 plus L1 of its spatial differences (values "
-                            "edges); validation and early stopping use PSNR either way")
+    model.add_argument("--loss", default="mse", choices=LOSSES,
+                       help="Adam's loss: squared display error; L1 plus L1 of its spatial differences (values "
+                            "edges); or that plus a 1 − SSIM term; validation and early stopping use PSNR either way")
     model.add_argument("--init", metavar="FILE",
                        help="continue an Adam fit from a finished weight file of the same family and --args (one "
                             "family): its weights replace the fresh start and --steps run a new cosine schedule; its "
