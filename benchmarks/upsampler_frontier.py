@@ -3,10 +3,10 @@
     python -m benchmarks.upsampler_frontier --space sd1 [--steps 2000] [--design NAME ...] [--save DIR] [--out FILE]
 
 In one process, for one latent space: the training pairs of benchmarks/fit_weights.sh (the same cache), the held-out
-kodak24 tiles, and for each design of designs() (or each named with --design) a fit with the same Adam budget, scored at full resolution against the
-teacher's decode (PSNR/SSIM clean and noised), pooled to latent resolution, and timed at 1×C×64² on one thread beside
-the teacher, with its multiply-accumulates; the ceiling of any latent-resolution preview (training.full_res) in the
-same run.
+kodak24 tiles, and for each design of designs() (or each named with --design) a fit with the same Adam budget, scored
+at full resolution against the teacher's decode (PSNR/SSIM clean and noised), pooled to latent resolution, and timed
+at 1×C×64² on one thread beside the teacher, with its multiply-accumulates; the ceiling of any latent-resolution
+preview (training.full_res) in the same run.
 """
 
 import argparse

@@ -53,6 +53,8 @@ def test_the_differentiable_ssim_is_scikit_images_and_has_gradients():
     torch.testing.assert_close(value.detach(), ssim(pred, target), rtol=0, atol=1e-9)
     value.sum().backward()
     assert pred.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="at least 7x7"):
+        ssim_differentiable(torch.rand(1, 3, 6, 16), torch.rand(1, 3, 6, 16))
 
 
 def test_ssim_rejects_images_below_3_pixels():

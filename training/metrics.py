@@ -53,6 +53,9 @@ def ssim_differentiable(pred: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     """ssim() as a differentiable torch function, for training losses: the same 7x7 uniform window, sample
     covariance and constants as scikit-image's, on the windows that lie wholly inside the image (scikit-image crops
     the others before averaging). No clamping: callers clamp as they need. (B, 3, H, W) of at least 7x7 → (B,)."""
+    if min(pred.shape[-2:]) < SSIM_WINDOW:
+        raise ValueError(f"the SSIM loss needs images of at least {SSIM_WINDOW}x{SSIM_WINDOW} pixels, got "
+                         f"{tuple(pred.shape[-2:])}; use larger crops")
     n = SSIM_WINDOW * SSIM_WINDOW
     c1, c2 = 0.01 ** 2, 0.03 ** 2  # data range 1
 
