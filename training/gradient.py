@@ -17,7 +17,6 @@ import torch
 from previewers.closed_form import hidden_by_clamp
 
 from . import distributed
-from .metrics import ssim_differentiable
 
 
 @dataclass(frozen=True)
@@ -62,6 +61,10 @@ def training_loss(out: torch.Tensor, target: torch.Tensor, loss: str) -> torch.T
     l1_gradient = e.abs().mean() + EDGE_WEIGHT * edges
     if loss == "l1-gradient":
         return l1_gradient
+    # imported here: training.metrics needs scikit-image (the train extra), and the CLI's parser imports this module
+    # for LOSSES in a runtime-only install
+    from .metrics import ssim_differentiable
+
     return l1_gradient + SSIM_WEIGHT * (1 - ssim_differentiable(out.clamp(0, 1), target.clamp(0, 1)).mean())
 
 
