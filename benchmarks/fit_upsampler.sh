@@ -3,9 +3,10 @@
 # Same teacher, training pairs (2,048 augmented 128² crops of ../shared/data/train, cached by fit_weights.sh) and
 # held-out metrics (../shared/data/kodak24, stored in the file with the full-resolution comparison) as fit_weights.sh.
 # Design: the pixel-shuffle upsampler (residual trunk at latent resolution, sub-pixel stages 32/16/8; 64/32/16 for
-# sd1 and sdxl, below) over a least-squares linear k×k conv upscaled bilinearly (5×5 for flux2: FLUX.2 latents need more spatial context, as in
-# fit_weights.sh), so training starts at that preview. The trunk is 96 wide with three residual blocks (3.17 G MACs
-# per 64² latent at 4 channels), trained with the L1 + gradient loss, which won the 2,000-step frontier
+# sd1 and sdxl, below) over a least-squares linear k×k conv upscaled bilinearly (5×5 for flux2: FLUX.2 latents need
+# more spatial context, as in fit_weights.sh), so training starts at that preview. The trunk is 96 wide with three
+# residual blocks (3.17 G MACs per 64² latent at 4 channels), trained with the L1 + gradient loss, which won the
+# 2,000-step frontier
 # (benchmarks/results/upsampler-frontier-cpu-sd1.md). Against 64-wide, two-block files (1.58 G, MSE loss), at full
 # budget on kodak24 sd1 gained 0.38 dB and SSIM 0.017 (26.33 -> 26.71 dB, 0.719 -> 0.736; 53 min on 1 core), sdxl
 # 0.20 dB and SSIM 0.015 (25.91 -> 26.11, 0.702 -> 0.717; 44 min), sd3 0.49 dB and SSIM 0.020 (28.88 -> 29.37,

@@ -100,10 +100,10 @@ def main(argv=None) -> int:
     from benchmarks.quality import teacher_file
 
     if args.val_images:  # before the minutes of encoding pairs, as fit checks it
-        from training.data import image_files
+        from training.commands.fit import check_val_images
 
         try:
-            image_files(SHARED / "data" / "train", (), only=globs(args.val_images))
+            check_val_images(SHARED / "data" / "train", (), globs(args.val_images))
         except ValueError as e:
             parser.error(f"--val-images: {e}")
     torch.set_num_threads(1)  # tiny nets train about as fast on one thread, and timings need one

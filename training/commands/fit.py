@@ -125,6 +125,15 @@ def validation_tiles(teacher, images, only: tuple[str, ...], size: int, cache_di
                     only=only)
 
 
+def check_val_images(images, exclude: tuple[str, ...], only: tuple[str, ...]) -> None:
+    """ValueError unless the patterns `only` name some of the files in `images` (less `exclude`) to validate on and
+    leave some to train on; cheap, so callers check before the minutes of encoding pairs."""
+    from training.data import image_files
+
+    image_files(images, exclude, only=only)
+    image_files(images, exclude + only)
+
+
 def globs(text: str | None) -> tuple[str, ...]:
     """'a_*, b_*' → ('a_*', 'b_*')."""
     return tuple(p.strip() for p in (text or "").split(",") if p.strip())
@@ -216,11 +225,8 @@ def run(args) -> int:
     if args.stream and args.no_cache:
         raise ValueError("--stream reads pairs from the on-disk cache; it cannot go with --no-cache")
     check_counts(args)
-    if args.val_images:  # some images to validate on, and some left to train on
-        from training.data import image_files
-
-        image_files(args.images, globs(args.exclude_images), only=globs(args.val_images))
-        image_files(args.images, globs(args.exclude_images) + globs(args.val_images))
+    if args.val_images:
+        check_val_images(args.images, globs(args.exclude_images), globs(args.val_images))
     with launched(cuda=resolve_device(args.device).type == "cuda") as world:
         return fit_all(args, world)
 
