@@ -73,7 +73,13 @@ def space_data(name: str, count: int | None, val_images: tuple[str, ...] = ()):
     validation = (validation_pairs(validation_tiles(teacher, images, val_images, CROPS["size"], cache, teacher_id))
                   if val_images else None)
     data = held_out(teacher, SHARED / "data" / "kodak24", count=count, cache_dir=cache, teacher_id=teacher_id)
-    return space, teacher, pairs, validation, data, 5 if name == "flux2" else 3  # FLUX.2 latents need more spatial context
+    return space, teacher, pairs, validation, data, base_kernel(name)
+
+
+def base_kernel(space_name: str) -> int:
+    """Side of the linear conv the nets of a space are a residual on: FLUX.2 latents need more spatial context
+    (fit_weights.sh and fit_upsampler.sh pass the same)."""
+    return 5 if space_name == "flux2" else 3
 
 
 def main(argv=None) -> int:
@@ -108,7 +114,7 @@ def main(argv=None) -> int:
             parser.error(f"--val-images: {e}")
     torch.set_num_threads(1)  # tiny nets train about as fast on one thread, and timings need one
     if args.timing_only:
-        space, context = get_space(args.space), 5 if args.space == "flux2" else 3
+        space, context = get_space(args.space), base_kernel(args.space)
         teacher = load(teacher_file(space.teacher))
         models = {name: build("conv", space.channels, **design) for name, design in designs(space.channels, context).items()}
         rows = {name: None for name in models}
