@@ -256,7 +256,8 @@ UPSAMPLES = ("nearest", "shuffle")
 
 
 def upsampler(latent_channels: int, width: int = 64, depth: int = 2, stages: tuple[int, ...] = (48, 32, 16),
-              upsample: str = "nearest", base: int = 0, activation: str = "relu") -> Previewer:
+              upsample: str = "nearest", base: int = 0, activation: str = "relu",
+              refine: tuple[int, ...] = ()) -> Previewer:
     """Tiny conv decoder to full resolution: a trunk at latent resolution, where convs are cheap, then one
     2x stage per entry of `stages` (its output width); a final 3x3 conv to RGB. Output is 2**len(stages)
     times the latent size (8x for SD-style VAEs, 4x: a half-resolution preview). ReLU after every conv but
@@ -267,6 +268,8 @@ def upsampler(latent_channels: int, width: int = 64, depth: int = 2, stages: tup
     the conv runs at the lower resolution); replicate padding, so the input normalisation folds into the
     first conv. base=k > 0 adds the net to a least-squares linear k×k conv upscaled bilinearly (Residual).
     activation="leaky" puts leaky ReLUs in place of every ReLU (files without the argument have ReLUs).
+    refine (shuffle only; one count per stage, default none) adds that many 3x3 convs, each followed by the
+    activation, at the stage's width and output resolution: capacity where the detail of the image forms.
     upsample="nearest" (the first design, kept so its files load unchanged): conv to `width`, `depth` more
     3x3 convs, per stage a nearest 2x upsample and a 3x3 conv; zero padding, so the normalisation stays a
     separate step (it would not fold exactly)."""
@@ -277,6 +280,10 @@ def upsampler(latent_channels: int, width: int = 64, depth: int = 2, stages: tup
     if activation not in ACTIVATIONS or (activation != "relu" and upsample != "shuffle"):
         raise ValueError(f"upsampler activation must be one of {', '.join(ACTIVATIONS)} (other than relu only with "
                          f"upsample='shuffle'), got {activation!r}")
+    if refine and (upsample != "shuffle" or len(refine) != len(stages)
+                   or any(not isinstance(n, int) or n < 0 for n in refine)):
+        raise ValueError(f"upsampler refine needs upsample='shuffle' and one count (an integer >= 0) per stage, got "
+                         f"{list(refine)} for stages {list(stages)}")
     scale = 2 ** len(stages)
     args = {"width": width, "depth": depth, "stages": list(stages)}
     if upsample == "nearest":
@@ -295,14 +302,18 @@ def upsampler(latent_channels: int, width: int = 64, depth: int = 2, stages: tup
     layers = [InputConv(latent_channels, width, 3, padding=1, padding_mode="replicate"), act()]
     layers += [ResidualBlock(width, activation) for _ in range(depth)]
     n_in = width
-    for n_out in stages:
+    for n_out, extra in zip(stages, refine or (0,) * len(stages)):
         layers += [nn.Conv2d(n_in, 4 * n_out, 3, padding=1, padding_mode="replicate"), nn.PixelShuffle(2), act()]
+        for _ in range(extra):
+            layers += [nn.Conv2d(n_out, n_out, 3, padding=1, padding_mode="replicate"), act()]
         n_in = n_out
     layers.append(nn.Conv2d(n_in, 3, 3, padding=1, padding_mode="replicate"))
     body = Layers(*layers)
     args["upsample"] = upsample
     if activation != "relu":  # stored only when set, so the args of files written before it stay as they were
         args["activation"] = activation
+    if any(refine):  # likewise
+        args["refine"] = list(refine)
     if base:
         body, args["base"] = Residual(linear_base(latent_channels, base), body, scale=scale), base
     return Previewer("upsampler", latent_channels, body, scale=scale, args=args, memory_format=torch.channels_last)

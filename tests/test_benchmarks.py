@@ -110,3 +110,32 @@ def test_frontier_refuses_val_images_that_match_no_training_image(shared, capsys
     with pytest.raises(SystemExit):
         frontier.main(["--space", "sd1", "--val-images", "no_such_image_*"])
     assert "--val-images: " in (err := capsys.readouterr().err) and "none of its images matches no_such_image_*" in err
+
+
+def test_generalisation_scores_only_clean_samples_of_the_images_the_fit_held_out():
+    from benchmarks.generalisation import seen_and_held_out
+    from training.data import Pairs
+    from training.gradient import split
+
+    image = torch.arange(20).repeat_interleave(3)  # 20 images, 3 crops each
+    noised = torch.arange(60) % 3 == 0
+    pairs = Pairs(torch.zeros(60, 4, 2, 2), torch.zeros(60, 3, 2, 2), torch.zeros(60, 3, 16, 16), noised, image, {})
+    seen, held = seen_and_held_out(pairs, {"val_fraction": 0.1, "seed": 3})
+    assert not noised[seen].any() and not noised[held].any() and len(seen) + len(held) == 40
+    assert set(image[held].tolist()) == set(image[split(image, 0.1, 3)[1]].tolist()) and len(held) == 2 * 2
+    assert not set(image[seen].tolist()) & set(image[held].tolist())
+
+
+def test_generalisation_base_alone_is_the_least_squares_base_and_leaves_the_file_untouched():
+    from benchmarks.generalisation import base_alone
+
+    p = build("conv", 4, channels=(8,), kernels=(3, 1), base=3)
+    torch.nn.init.normal_(p.body.net[-1].weight)  # a net that changes the output
+    x = torch.randn(2, 4, 6, 6)
+    with torch.no_grad():
+        before = p(x)
+        base = base_alone(p)
+        expected = p.body.base(x * p.in_scale.view(-1, 1, 1) + p.in_shift.view(-1, 1, 1)).clamp(0, 1)
+        torch.testing.assert_close(base(x), expected, atol=1e-6, rtol=0)
+        torch.testing.assert_close(p(x), before, atol=0, rtol=0)
+    assert not torch.allclose(before, expected)

@@ -165,6 +165,26 @@ def test_upsampler_rejects_bad_design_args():
         build("upsampler", 4, upsample="bicubic")
     with pytest.raises(ValueError, match="needs upsample='shuffle'"):
         build("upsampler", 4, base=3)
+    with pytest.raises(ValueError, match="one count .* per stage"):
+        build("upsampler", 4, stages=[8, 8], upsample="shuffle", refine=[1])
+    with pytest.raises(ValueError, match="refine needs upsample='shuffle'"):
+        build("upsampler", 4, stages=[8, 8], refine=[1, 0])
+
+
+def test_refine_adds_convs_at_the_stage_resolution_and_round_trips(tmp_path):
+    import previewers
+    from benchmarks.speed import count_macs, run_model
+
+    plain = upsampler(4, width=8, depth=1, stages=(8, 4), upsample="shuffle", activation="leaky")
+    refined = upsampler(4, width=8, depth=1, stages=(8, 4), upsample="shuffle", activation="leaky", refine=(0, 2))
+    assert "refine" not in plain.args and refined.args["refine"] == [0, 2]  # earlier files' args stay as they were
+    x = torch.randn(1, 4, 16, 16)
+    # two 4→4 3x3 convs at the second stage's output, 4x the latent side
+    extra = 2 * 4 * 4 * 9 * (16 * 4) ** 2
+    assert count_macs(run_model, refined, x) - count_macs(run_model, plain, x) == pytest.approx(extra, rel=0.02)
+    loaded = previewers.load(previewers.save(refined, tmp_path / "refined.safetensors"))
+    assert loaded.args == refined.args
+    torch.testing.assert_close(loaded(x), refined(x), atol=0, rtol=0)
 
 
 def test_dilated_conv_reaches_as_far_as_its_dilation_and_folds_the_normalisation():
