@@ -39,12 +39,13 @@ case $space in
          conv_val=(--val-images "$flux1_val_images")
          conv_lr=(--lr 5e-4)
          why='benchmarks/results/frontier-cpu-flux1.md (8,000 steps each at lr 5e-4, photo validation): residual 32-32-32-32 is the best design within the speed floor' ;;
-  # FLUX.2 latents need more spatial context (5x5 beats 3x3 by ~1.7 dB as a linear conv). Four layers, as sd1, at
-  # lr 5e-4: at 2e-3 deeper flux2 nets lost their last ReLU layer (benchmarks/results/frontier-cpu-flux2-lr2e-3.md);
-  # at 5e-4 the four-layer net gave 27.74 dB on kodak24 against the three-layer 2e-3 file's 27.39.
-  flux2) teacher=taef2_decoder.pth; context=5; net='{"channels": [32, 32, 32, 32], "kernels": [1, 3, 3, 3, 1], "base": 5}'
+  # FLUX.2 latents need more spatial context (5x5 beats 3x3 by ~1.7 dB as a linear conv). Four layers at lr 5e-4, the
+  # best design within the floor in benchmarks/results/frontier-cpu-flux2.md; at 2e-3 deeper flux2 nets lost their
+  # last ReLU layer (frontier-cpu-flux2-lr2e-3.md). The frontier's 3x3 last layer gave 28.19 dB on kodak24 against
+  # 27.74 for the earlier file's 1x1 (14 min on 1 core).
+  flux2) teacher=taef2_decoder.pth; context=5; net='{"channels": [32, 32, 32, 32], "kernels": [1, 3, 3, 3, 3], "base": 5}'
          conv_lr=(--lr 5e-4)
-         why='four 32-wide layers (the sd1 frontier winner) at lr 5e-4: at 2e-3 the three- and four-layer nets lost their last ReLU layer in benchmarks/results/frontier-cpu-flux2-lr2e-3.md' ;;
+         why='benchmarks/results/frontier-cpu-flux2.md (8,000 steps each at lr 5e-4): residual 32-32-32-32 with a 3x3 last layer is the best design within the speed floor (28.15 dB)' ;;
   *) echo "unknown space $space (sd1, sdxl, sd3, flux1, flux2)" >&2; exit 2 ;;
 esac
 fit() {
