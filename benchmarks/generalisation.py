@@ -9,7 +9,7 @@ excluded images and noise mix, so the fit's cache answers), split by image the w
 images (`fit --val-images`), every crop against those images' tiles. Each side is scored on clean latents only,
 as training.evaluate scores kodak24 (mean PSNR/SSIM per crop against the teacher's decode, clamped, at the file's
 output resolution). The held-out images differ from the training ones in content, so the same is measured for
-the file's closed-form linear base alone (its net's last layer zeroed; fitted by least squares, it cannot
+the file's closed-form base alone (a linear conv; the mlp's quadratic form; its net's last layer zeroed: it cannot
 memorise). A net that memorised its crops gains more over its base on them than on the held-out images (more data
 would help); one that gains as much or more on the held-out images is limited by its capacity or training.
 """
