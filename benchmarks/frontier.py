@@ -53,26 +53,35 @@ def designs(channels: int, context: int) -> dict:
     }
 
 
+def teacher_and_kodak24(teacher_name: str, count: int | None):
+    """(teacher, its fingerprint, the pair cache folder, held-out kodak24 tiles) for a teacher in ../shared."""
+    from benchmarks.quality import teacher_file
+    from training.data import default_cache_dir, fingerprint
+    from training.evaluate import held_out
+    from training.teachers import load_teacher
+
+    path = teacher_file(teacher_name)
+    teacher, teacher_id, cache = load_teacher(path), fingerprint(path), default_cache_dir()
+    data = held_out(teacher, SHARED / "data" / "kodak24", count=count, cache_dir=cache, teacher_id=teacher_id)
+    return teacher, teacher_id, cache, data
+
+
 def space_data(name: str, count: int | None, val_images: tuple[str, ...] = ()):
     """(space, teacher, training pairs of the refit recipe, validation pairs or None, held-out kodak24 tiles, linear
     base kernel) for a space, from the shared cache. `val_images`: file-name patterns of training images to validate
     on instead of the random tenth (`fit --val-images`), left out of the training pairs."""
-    from benchmarks.quality import teacher_file
     from previewers.spaces import get_space
     from training.commands.fit import validation_tiles
-    from training.data import Crops, default_cache_dir, fingerprint, make_pairs
-    from training.evaluate import held_out, validation_pairs
-    from training.teachers import load_teacher
+    from training.data import Crops, make_pairs
+    from training.evaluate import validation_pairs
 
     space = get_space(name)
-    path = teacher_file(space.teacher)
-    teacher, teacher_id, cache = load_teacher(path), fingerprint(path), default_cache_dir()
+    teacher, teacher_id, cache, data = teacher_and_kodak24(space.teacher, count)
     images = SHARED / "data" / "train"
     pairs = make_pairs(teacher, space.kind, images=images, exclude=val_images, crops=Crops(**CROPS), noise_mix=0.5,
                        cache_dir=cache, teacher_id=teacher_id)
     validation = (validation_pairs(validation_tiles(teacher, images, val_images, CROPS["size"], cache, teacher_id))
                   if val_images else None)
-    data = held_out(teacher, SHARED / "data" / "kodak24", count=count, cache_dir=cache, teacher_id=teacher_id)
     return space, teacher, pairs, validation, data, base_kernel(name)
 
 

@@ -21,7 +21,7 @@ import sys
 
 import torch
 
-from benchmarks.frontier import RESULTS, SHARED
+from benchmarks.frontier import RESULTS, SHARED, teacher_and_kodak24
 from benchmarks.timing import machine, progress, publish
 
 SPACES = ("sd1", "sdxl", "sd3", "flux1", "flux2")
@@ -50,24 +50,24 @@ def base_alone(previewer):
 def measure(name: str, count: int | None) -> dict:
     """Scores of the shipped file `name` and of its linear base on the crops it trained on ("seen"), on its
     held-out images ("held out") and on kodak24, with what each set is ("... by")."""
-    from benchmarks.quality import teacher_file
     from previewers import load
     from previewers.spaces import get_space
     from training.commands.fit import validation_tiles
-    from training.data import Crops, default_cache_dir, fingerprint, make_pairs
-    from training.evaluate import held_out, score
-    from training.teachers import load_teacher
+    from training.data import Crops, make_pairs
+    from training.evaluate import score
 
     previewer = load(name)
     recipe = previewer.meta["recipe"]
     data, space = recipe["data"], get_space(previewer.meta["space"])
-    path = teacher_file(previewer.meta["teacher"])
-    teacher, teacher_id, cache = load_teacher(path), fingerprint(path), default_cache_dir()
+    teacher, teacher_id, cache, kodak = teacher_and_kodak24(previewer.meta["teacher"], count)
     images = SHARED / "data" / "train"
     pairs = make_pairs(teacher, space.kind, images=images, exclude=tuple(data.get("excluded", ())),
                        crops=Crops(**data["crops"]), noise_mix=data["noise_mix"], cache_dir=cache,
                        teacher_id=teacher_id)
-    rgb = pairs.full.float().clamp(0, 1)
+
+    def crops(indices):  # latents and teacher decodes (float16 in the pairs), clamped as the held-out tiles are
+        return pairs.latents[indices], pairs.full[indices].float().clamp_(0, 1)
+
     validation = recipe.get("validation")
     if validation:  # the fit trained on every crop and validated on the tiles of the named images
         seen = torch.nonzero(~pairs.noised).flatten()
@@ -76,10 +76,9 @@ def measure(name: str, count: int | None) -> dict:
         by = f"{len(tiles.clean)} tiles of {validation['image_count']} named images"
     else:
         seen, unseen = seen_and_held_out(pairs, recipe["training"])
-        held = pairs.latents[unseen], rgb[unseen]
+        held = crops(unseen)
         by = f"{len(unseen)} crops of {len(pairs.image[unseen].unique())} images"
-    kodak = held_out(teacher, SHARED / "data" / "kodak24", count=count, cache_dir=cache, teacher_id=teacher_id)
-    sets = {"seen": (pairs.latents[seen], rgb[seen]), "held out": held, "kodak24": (kodak.clean, kodak.clean_rgb)}
+    sets = {"seen": crops(seen), "held out": held, "kodak24": (kodak.clean, kodak.clean_rgb)}
     scored = {"seen by": f"{len(seen)} crops", "held out by": by, "kodak24 by": f"{len(kodak.clean)} tiles"}
     for label, module in (("", previewer), ("base ", base_alone(previewer))):
         scored |= {label + k: score(module, *v) for k, v in sets.items()}
