@@ -3,12 +3,12 @@
 # Same teacher, training pairs (2,048 augmented 128² crops of ../shared/data/train, cached by fit_weights.sh) and
 # held-out metrics (../shared/data/kodak24, stored in the file with the full-resolution comparison) as fit_weights.sh.
 # Design: the pixel-shuffle upsampler (residual trunk at latent resolution, sub-pixel stages 32/16/8; 64/32/16 for
-# sd1, sdxl and flux2, below) over a least-squares linear k×k conv upscaled bilinearly (5×5 for flux2: FLUX.2 latents need
-# more spatial context, as in fit_weights.sh), so training starts at that preview. The trunk is 96 wide with three
-# residual blocks (3.17 G MACs per 64² latent at 4 channels), trained with the L1 + gradient loss, which won the
-# 2,000-step frontier
-# (benchmarks/results/upsampler-frontier-cpu-sd1.md). Against 64-wide, two-block files (1.58 G, MSE loss), at full
-# budget on kodak24 sd1 gained 0.38 dB and SSIM 0.017 (26.33 -> 26.71 dB, 0.719 -> 0.736; 53 min on 1 core), sdxl
+# sd1, sdxl and flux2, below) over a least-squares linear k×k conv upscaled bilinearly, so training starts at that
+# preview; k is the shipped conv's, which fit_weights.sh chose (5 for flux2, whose latents need more spatial context).
+# The trunk is 96 wide with three residual blocks (3.17 G MACs per 64² latent at 4 channels), trained with the L1 +
+# gradient loss, which won the 2,000-step frontier (benchmarks/results/upsampler-frontier-cpu-sd1.md).
+# Against 64-wide, two-block files (1.58 G, MSE loss), at full budget on kodak24 sd1 gained 0.38 dB and SSIM 0.017
+# (26.33 -> 26.71 dB, 0.719 -> 0.736; 53 min on 1 core), sdxl
 # 0.20 dB and SSIM 0.015 (25.91 -> 26.11, 0.702 -> 0.717; 44 min), sd3 0.49 dB and SSIM 0.020 (28.88 -> 29.37,
 # 0.828 -> 0.848; 44 min), flux1 0.76 dB and SSIM 0.048 in 10,000 steps against the 64-wide file's 15,000
 # (27.15 -> 27.91, 0.766 -> 0.813; 44 min), flux2 1.33 dB and SSIM 0.075 over its 64-wide file's 24,000 steps
@@ -57,14 +57,15 @@ trunk='"width": 96, "depth": 3'
 stages='32, 16, 8'
 loss=l1-gradient
 case $space in
-  sd1) teacher=taesd_decoder.safetensors; context=3; stages='64, 32, 16' ;;
-  sdxl) teacher=taesdxl_decoder.safetensors; context=3; stages='64, 32, 16'; steps=8000 ;;
-  sd3) teacher=taesd3_decoder.safetensors; context=3 ;;
-  flux1) teacher=taef1_decoder.safetensors; context=3
+  sd1) teacher=taesd_decoder.safetensors; stages='64, 32, 16' ;;
+  sdxl) teacher=taesdxl_decoder.safetensors; stages='64, 32, 16'; steps=8000 ;;
+  sd3) teacher=taesd3_decoder.safetensors ;;
+  flux1) teacher=taef1_decoder.safetensors
          val=(--val-images "$flux1_val_images") ;;
-  flux2) teacher=taef2_decoder.pth; context=5; stages='64, 32, 16' ;;
+  flux2) teacher=taef2_decoder.pth; stages='64, 32, 16' ;;
   *) echo "unknown space $space (sd1, sdxl, sd3, flux1, flux2)" >&2; exit 2 ;;
 esac
+context=$(cd "$root" && python -c "from benchmarks.frontier import base_kernel; print(base_kernel('$space'))")
 python -m previewers fit --teacher "$shared/models/teachers/$teacher" --space "$space" --images "$shared/data/train" \
   --crops 2048 --crop-size 128 --augment 0.5 --eval-images "$shared/data/kodak24" --out "$root/weights" \
   --family upsampler \

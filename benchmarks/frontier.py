@@ -86,9 +86,12 @@ def space_data(name: str, count: int | None, val_images: tuple[str, ...] = ()):
 
 
 def base_kernel(space_name: str) -> int:
-    """Side of the linear conv the nets of a space are a residual on: FLUX.2 latents need more spatial context
-    (fit_weights.sh and fit_upsampler.sh pass the same)."""
-    return 5 if space_name == "flux2" else 3
+    """Side of the linear conv the nets of a space are a residual on: the shipped conv file's, which fit_weights.sh
+    chose (5 for FLUX.2, whose latents need more spatial context; 3 elsewhere)."""
+    from previewers.registry import weights_dir
+    from previewers.weightfile import read_config
+
+    return read_config(weights_dir() / f"{space_name}-conv.safetensors")["args"]["base"]
 
 
 def main(argv=None) -> int:
