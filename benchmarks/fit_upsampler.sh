@@ -18,7 +18,9 @@
 # each); sd1's continuation never passed its starting validation PSNR and stopped early after 4,000 steps
 # (the file unchanged). flux1 was continued a fourth time with `--loss l1-gradient-ssim` (the same loss plus
 # 0.5 x (1 - SSIM); 5,000 steps, 43 min on 1 core beside other work): 28.65 -> 28.70 dB, SSIM 0.845 -> 0.856, noised
-# 26.93 -> 27.08 dB, pooled 39.59 -> 39.29 dB.
+# 26.93 -> 27.08 dB, pooled 39.59 -> 39.29 dB; then a fifth time, with that loss, on four times the crops, as its
+# net memorised its 2,048 (benchmarks/results/generalisation-cpu.md; --crops 8192 --steps 3000 --lr 2e-4, encoding
+# 34 min, training 25 min on 1 core beside another fit): 28.99 dB, SSIM 0.866, noised 27.53 dB, pooled 39.56 dB.
 # sd1 then moved to wider stages, 64/32/16 (5.49 G MACs, 16x cheaper than taesd), the winner of a second frontier
 # round (benchmarks/results/upsampler-frontier-cpu-sd1-round2.md: +0.36 dB, SSIM +0.016 over 32/16/8 in 2,000
 # steps). Its file is that round's 2,000-step fit (--save) continued 8,000 steps with --init (58 min on 1 core beside
