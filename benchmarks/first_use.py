@@ -18,7 +18,7 @@ import torch
 
 from benchmarks.reference import SD15_VAE
 from benchmarks.timing import machine
-from previewers.conventions import CONVENTIONS, PipelineLatents
+from previewers.conventions import bind_vae
 from previewers.first_use import fit_for_vae
 from training.gradient import resolve_device
 
@@ -31,7 +31,7 @@ def main(argv=None) -> int:
     device = resolve_device(args.device)
     torch.manual_seed(0)
     vae = diffusers.AutoencoderKL(**SD15_VAE).to(device).eval().requires_grad_(False)
-    latents = PipelineLatents(CONVENTIONS["sd1"], vae, factor=2 ** (len(SD15_VAE["block_out_channels"]) - 1))
+    latents = bind_vae(vae)
     start = time.perf_counter()
     previewer = fit_for_vae(latents)
     seconds = time.perf_counter() - start

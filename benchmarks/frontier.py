@@ -70,7 +70,7 @@ def space_data(name: str, count: int | None, val_images: tuple[str, ...] = ()):
     """(space, teacher, training pairs of the refit recipe, validation pairs or None, held-out kodak24 tiles, linear
     base kernel) for a space, from the shared cache. `val_images`: file-name patterns of training images to validate
     on instead of the random tenth (`fit --val-images`), left out of the training pairs."""
-    from previewers.spaces import get_space
+    from previewers.conventions import get_space
     from training.commands.fit import validation_tiles
     from training.data import Crops, make_pairs
     from training.evaluate import validation_pairs
@@ -111,7 +111,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from previewers import build, load
-    from previewers.spaces import get_space
+    from previewers.conventions import get_space
     from training.evaluate import evaluate
     from training.commands.fit import globs
     from training.fit import dead_relus, fit

@@ -51,7 +51,7 @@ def measure(name: str, count: int | None) -> dict:
     """Scores of the shipped file `name` and of its linear base on the crops it trained on ("seen"), on its
     held-out images ("held out") and on kodak24, with what each set is ("... by")."""
     from previewers import load
-    from previewers.spaces import get_space
+    from previewers.conventions import get_space
     from training.commands.fit import validation_tiles
     from training.data import Crops, make_pairs
     from training.evaluate import score

@@ -38,7 +38,7 @@ def shipped(space: str) -> dict:
 
 def measure(space: str, count: int | None):
     """(rows, note) for one space."""
-    from previewers.spaces import get_space
+    from previewers.conventions import get_space
     from training.data import default_cache_dir, fingerprint
     from training.evaluate import baselines, evaluate, held_out
     from training.fit import dead_relus

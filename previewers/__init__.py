@@ -8,7 +8,7 @@
 
 from .families import FAMILIES, Previewer, build
 from .registry import available, load, weights_dir
-from .spaces import SPACES
+from .conventions import SPACES
 from .weightfile import save
 
 __version__ = "0.1.0"

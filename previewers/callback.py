@@ -17,12 +17,12 @@ import warnings
 
 import torch
 
-from .conventions import PipelineLatents, bind
+from .conventions import SPACES, PipelineLatents, bind
 from .denoised import Source, make_source
-from .families import Previewer
+from .families import Previewer, affine
 from .images import resize, to_uint8
+from .modular import add_preview_steps, is_modular, remove_preview_steps
 from .nonfinite import NonFiniteWatch
-from .pipeline_space import check_vae_convention, latent_channels, resolve_convention, vae_mismatch
 from .registry import available, load
 from .sinks import PreviewWriter
 from .vae_preview import VaePreview
@@ -36,9 +36,10 @@ FRAMES = ("all", "first")
 
 
 def auto_previewer(space: str, names: list[str] | None = None, families: tuple[str, ...] = AUTO_FAMILIES,
-                   metrics: dict | None = None) -> str:
+                   metrics: dict | None = None, factor: int = 8) -> str:
     """Registry name of the preferred shipped previewer for `space` among `families`, in their order
-    (plain names before variants).
+    (plain names before variants). `factor`: the pipeline's pixels per latent; the 8x upsampler is left out for
+    decoders of another compression (a tiny test VAE's latents are the space's, but its images are not 8x).
 
     The space's upsampler replaces the latent-resolution pick where its held-out metrics (`metrics`: name →
     the file's meta["metrics"]; read from the shipped files when None) say it is the better preview at its cost:
@@ -47,6 +48,8 @@ def auto_previewer(space: str, names: list[str] | None = None, families: tuple[s
     names = available() if names is None else names
     picks = []
     for family in families:
+        if family == "upsampler" and factor != 8:
+            continue
         base = f"{space}-{family}"
         matches = [n for n in names if n == base] or sorted(n for n in names if n.startswith(base + "-"))
         picks += matches[:1]
@@ -74,28 +77,42 @@ def auto_previewer(space: str, names: list[str] | None = None, families: tuple[s
     return upsampler if better else first
 
 
+def pixel_previewer() -> Previewer:
+    """Pixel-space pipelines (DeepFloyd IF, pixel DiTs): their latents are the RGB image in [-1, 1], so the
+    preview is (x + 1) / 2, an affine map."""
+    previewer = affine(3)
+    with torch.no_grad():
+        previewer.body.weight.copy_(torch.eye(3).view(3, 3, 1, 1) / 2)
+        previewer.body.bias.fill_(0.5)
+    previewer.meta = {"family": "affine", "space": "pixels", "latent_channels": 3, "scale": 1,
+                      "teacher": "none: the latents are pixels in [-1, 1]"}
+    return previewer
+
+
 class PreviewCallback:
     """diffusers step callback writing and handing out previews of the latents.
 
-    Build it with `for_pipeline` (detects the space, picks and places the previewer, sets up x0
-    estimation); the constructor takes the parts directly:
-      previewer: a Previewer; input (B, C, h, w) → RGB (B, 3, H, W) in [0, 1]. Moved to the
-        latents' device on first use.
+    Build it with `for_pipeline` (derives the latent convention, picks and places the previewer, sets up x0
+    estimation, and for a modular pipeline inserts itself into its denoising loops); the constructor takes the parts:
+      previewer: a Previewer; input (B, C, h, w) → RGB (B, 3, H, W) in [0, 1]. Moved to the latents' device on
+        first use.
       source: a denoised.Source choosing x0 or latents per step (None: latents as handed over).
-      layout: the pipeline's latent convention bound to its VAE (conventions.PipelineLatents), which maps
-        its latents to (B, T, C, h, w) frames (None: they are (B, C, h, w) already).
-      frames: for video latents, "all" tiles every latent frame in order in each step preview,
-        "first" previews only the first (cheap); the run ends with `video.<animation>` of the last
-        previewed step's frames, and on_preview gets, per image, the list of its frames.
-      every: preview invocations 0, every, 2·every, ... (each invocation is one step; PNDM calls
-        back more often than num_inference_steps).
+      layout: the pipeline's latent convention bound to its decoder (conventions.PipelineLatents), which maps its
+        latents to (B, T, C, h, w) frames (None: they are (B, C, h, w) already).
+      frames: for video latents, "all" tiles every latent frame in order in each step preview, "first" previews
+        only the first (cheap); the run ends with `video.<animation>` of the last previewed step's frames, and
+        on_preview gets, per image, the list of its frames.
+      every: preview invocations 0, every, 2·every, ... (each invocation is one step; PNDM calls back more often
+        than num_inference_steps).
       out_dir: writes out_dir/step_0007_img0.png per step and image, and at the end of the run
         `preview.<animation>` (animation="gif", "webp" or None) and `sheet.png` (sheet=True).
       on_preview(step, timestep, images): called on the writer thread with PIL images.
       size: upscale previews so the longer side has `size` pixels (resample "nearest" or "bilinear").
       keep: keep the run's previews in `images` (step → list of PIL images).
-    The end of a run is detected from `pipe.num_timesteps`; call `close()` after an interrupted
-    run, or when done, to write the last files and remove the x0 hook.
+    It serves both diffusers step APIs: `callback_on_step_end=cb` (called `(pipe, step, timestep, kwargs)`) and the
+    older `callback=cb, callback_steps=1` (called `(step, timestep, latents)`). The end of a run is seen from the
+    pipeline's step count where it states one; call `close()` when done (or after an interrupted run) to write the
+    last files, remove the x0 hook and, for a modular pipeline, its preview steps.
     """
 
     tensor_inputs = ["latents"]
@@ -120,71 +137,72 @@ class PreviewCallback:
         self.size = size
         self.resample = resample
         self.frames = frames
-        self.video = layout is not None and layout.convention.layout == "video"
         self.writer = PreviewWriter(out_dir, on_preview, keep, animation, sheet)
         self.nonfinite = NonFiniteWatch()  # warns once per run about NaN/inf latents
         self.count = 0  # invocations in this run
         self.step_end = None  # when the previous invocation returned (perf_counter), to time a denoising step
         self.decode_timed = not isinstance(previewer, VaePreview)  # only a full VAE decode is worth timing
+        self.preview_steps = None  # a modular pipeline's inserted preview steps (previewers/modular.py)
 
     @classmethod
     def for_pipeline(cls, pipe, previewer="auto", every: int = 1, out_dir=None, on_preview=None, source: str = "auto",
                      space: str | None = None, height: int | None = None, width: int | None = None,
                      size: int | None = None, resample: str = "nearest", animation: str | None = "gif",
-                     sheet: bool = True, keep: bool = False, frames: str = "all", convention=None,
+                     sheet: bool = True, keep: bool = False, frames: str = "all",
                      progress: bool = True) -> "PreviewCallback":
-        """A callback for `pipe`: any pipeline family in previewers/conventions.py (SD 1.x/2.x, SDXL, SD3,
-        FLUX.1/.2, Chroma, Z-Image, HiDream, Lumina 2, Qwen-Image, CogView4, Sana, HunyuanImage, Wan,
-        HunyuanVideo, Mochi), or another pipeline with a `vae` whose convention is stated.
+        """A callback for `pipe`, a diffusers pipeline (classic or Modular) that decodes latents with a VAE-like
+        decoder, or works on pixels. Its latent convention is derived from the decoder and the pipeline's attributes
+        (previewers/conventions.py); for a modular pipeline a preview step is added to each of its denoising loops.
 
-        previewer: "auto" (the preferred shipped previewer for the space when the pipeline's VAE matches
-          its convention, else one fitted against `pipe.vae` on first use and cached on disk), "fit"
-          (refit that one), "vae" (the pipeline's own VAE, decoding exactly as the pipeline does), a
-          registry name, a .safetensors path, a TAESD-family decoder file (.safetensors/.pth), a
-          diffusers AutoencoderTiny, or a loaded Previewer.
-        source: "auto" (x0 where it is exact for the scheduler, else latents), "x0", "latents";
-          see previewers/denoised.py for what each scheduler gives. Build the callback after
-          choosing the pipeline's scheduler.
-        space: the shipped latent space (sd1, sdxl, sd3, flux1, flux2) of a pipeline not recognised by class.
-        convention: for a pipeline not recognised by class, the family whose latent convention it
-          shares (e.g. "wan", "qwenimage"; see previewers.conventions.CONVENTIONS) or a Convention.
-        height, width: the image size in pixels the pipeline runs at; packed-token pipelines (FLUX,
-          Chroma, Qwen-Image) hand over tokens that do not carry it (default: the pipeline's default size).
+        previewer: "auto" (the preferred shipped previewer when the pipeline's decoder has a shipped space's config,
+          else one fitted against the decoder on first use and cached on disk), "fit" (refit that one), "vae" (the
+          pipeline's own decoder, decoding exactly as the pipeline does), a registry name, a .safetensors path, a
+          TAESD-family decoder file (.safetensors/.pth), a diffusers AutoencoderTiny, or a loaded Previewer.
+        source: "auto" (x0 where it is exact for the scheduler, else latents), "x0", "latents"; see
+          previewers/denoised.py for what each scheduler gives. Build the callback after choosing the scheduler.
+        space: the shipped latent space (sd1, sdxl, sd3, flux1, flux2) the latents are in, for a decoder whose
+          config does not say (e.g. an AutoencoderTiny in a Stable Diffusion pipeline).
+        height, width: the image size in pixels the pipeline runs at; pipelines holding packed tokens (FLUX, Qwen-Image,
+          LTX-Video, ...) hand over tokens that do not carry it (default: the pipeline's default size, or the one
+          square size the token count fits). Modular pipelines state it at every step.
         frames: "all" or "first" latent frames of video latents in each step preview.
         progress: show the progress of a fit on first use.
         Other arguments: see the class docstring.
         """
-        conv = resolve_convention(pipe, space, convention)
-        latents = bind(pipe, conv, height, width)
-        channels = latent_channels(pipe)
-        shipped = conv.shared_space
-        matches = shipped is not None and vae_mismatch(pipe, shipped) is None
-        pipe_space = shipped if matches else conv.family
-        if isinstance(previewer, str) and previewer in ("auto", "fit"):
-            if previewer == "auto" and matches:
-                previewer = auto_previewer(shipped)
-            else:
-                from .first_use import fitted_previewer
+        latents = bind(pipe, height, width, space)
+        convention = latents.convention
+        if convention.decoder is None and isinstance(previewer, str) and previewer in ("auto", "fit", "vae"):
+            previewer = pixel_previewer()
+        elif isinstance(previewer, str) and previewer == "auto" and convention.space is not None:
+            previewer = auto_previewer(convention.space, factor=convention.spatial)
+        elif isinstance(previewer, str) and previewer in ("auto", "fit"):
+            from .first_use import fitted_previewer
 
-                previewer = fitted_previewer(latents, refit=previewer == "fit", progress=progress)
+            previewer = fitted_previewer(latents, refit=previewer == "fit", progress=progress)
         elif isinstance(previewer, str) and previewer == "vae":
             previewer = VaePreview(latents)
         name = f"previewer {str(previewer)!r}" if isinstance(previewer, (str, os.PathLike)) else None
         if not isinstance(previewer, (Previewer, VaePreview)):
             previewer = load(previewer)  # also TAESD-family decoder files and a diffusers AutoencoderTiny
         name = name or f"{previewer.family} previewer"
-        if previewer.latent_channels != channels:
-            raise ValueError(
-                f"{name} takes {previewer.latent_channels}-channel latents, but {type(pipe).__name__}'s "
-                f"VAE makes {channels}-channel ones ({pipe_space}); pass a previewer for this space"
-            )
-        if shipped is not None and not matches and previewer.meta.get("space") == shipped:
-            check_vae_convention(pipe, shipped)
-        elif previewer.meta.get("space", pipe_space) != pipe_space:
-            warnings.warn(f"{name} was fitted for latent space {previewer.meta['space']!r}, but {type(pipe).__name__} "
-                          f"works in {pipe_space!r}: its colours will be off", stacklevel=2)
-        return cls(previewer, make_source(pipe.scheduler, source, pipe), latents, every, out_dir, on_preview, size,
-                   resample, animation, sheet, keep, frames)
+        if previewer.latent_channels != convention.channels:
+            raise ValueError(f"{name} takes {previewer.latent_channels}-channel latents, but {type(pipe).__name__}'s "
+                             f"latents have {convention.channels} channels ({convention.name}); pass a previewer for "
+                             "them, or previewer='auto' to fit one")
+        fitted_for = previewer.meta.get("space")
+        if fitted_for is not None and fitted_for != convention.name:
+            warnings.warn(f"latent-preview: {name} was fitted for latent space {fitted_for!r}, but "
+                          f"{type(pipe).__name__}'s latents are in {convention.name!r}"
+                          + ("" if fitted_for not in SPACES or convention.space is not None else
+                             f" (its {convention.vae_class} config differs from {fitted_for}'s)")
+                          + ": its colours will be off; pass previewer='auto' to fit one for this decoder",
+                          stacklevel=2)
+        scheduler = getattr(pipe, "scheduler", None)
+        callback = cls(previewer, make_source(scheduler, source, pipe), latents, every, out_dir, on_preview, size,
+                       resample, animation, sheet, keep, frames)
+        if is_modular(pipe):
+            callback.preview_steps = add_preview_steps(pipe, callback.on_step)
+        return callback
 
     @property
     def images(self) -> dict[int, list]:
@@ -192,19 +210,38 @@ class PreviewCallback:
         self.writer.flush()
         return self.writer.images
 
-    def __call__(self, pipe, step: int, timestep, callback_kwargs: dict) -> dict:
+    def __call__(self, *args):
+        """`callback_on_step_end(pipe, step, timestep, callback_kwargs)` → callback_kwargs unchanged, or the older
+        `callback(step, timestep, latents)` → None."""
+        if len(args) == 4:
+            pipe, step, timestep, callback_kwargs = args
+            latents = callback_kwargs.get("latents") if isinstance(callback_kwargs, dict) else None
+            if latents is None:
+                self.writer.warn_once("inputs", "callback_kwargs has no 'latents'; pass "
+                                                "callback_on_step_end_tensor_inputs=cb.tensor_inputs")
+            else:
+                self.on_step(step, timestep, latents, total=getattr(pipe, "num_timesteps", None))
+            return callback_kwargs
+        if len(args) == 3:
+            self.on_step(*args)
+            return None
+        raise TypeError(f"PreviewCallback is called as (pipe, step, timestep, callback_kwargs) or (step, timestep, "
+                        f"latents), got {len(args)} arguments")
+
+    def on_step(self, step: int, timestep, latents: torch.Tensor, total: int | None = None,
+                size: dict | None = None) -> None:
+        """One denoising step's latents, from any step API. `total`: the run's number of steps, when known (the run's
+        summary is written after the last); `size`: the run's image size, {"height": .., "width": ..} in pixels."""
+        if not isinstance(latents, torch.Tensor) or latents.ndim < 3:
+            return  # not image latents: a prior's embeddings (unCLIP) share the callback with the decoder's steps
         try:
-            self.preview(pipe, step, timestep, callback_kwargs)
+            self.preview(step, timestep, latents, total, size)
         except Exception as e:  # a preview must never break a long generation
             self.writer.warn_once("preview", f"step preview failed ({type(e).__name__}: {e})")
         self.step_end = time.perf_counter()
-        return callback_kwargs
 
     @torch.no_grad()
-    def preview(self, pipe, step: int, timestep, callback_kwargs: dict) -> None:
-        if "latents" not in callback_kwargs:
-            raise ValueError("callback_kwargs has no 'latents'; "
-                             "pass callback_on_step_end_tensor_inputs=cb.tensor_inputs")
+    def preview(self, step: int, timestep, latents: torch.Tensor, total: int | None, size: dict | None) -> None:
         if step == 0:  # a new run
             if self.count:
                 self.writer.finish()  # the summary of a previous run that was cut short
@@ -215,24 +252,24 @@ class PreviewCallback:
             if self.source is not None:
                 self.source.reset()
         n, self.count = self.count, self.count + 1
-        latents = callback_kwargs["latents"]
         wanted = n % self.every == 0
         x = self.source(latents, timestep, wanted) if self.source is not None else latents if wanted else None
         if x is not None:
             self.nonfinite(x, n)
+            pixels = (size["height"], size["width"]) if size and size.get("height") and size.get("width") else None
             if not self.decode_timed and step > 0 and self.step_end is not None:
-                self.writer.put(n, timestep, self.timed_render(x))
+                self.writer.put(n, timestep, self.timed_render(x, pixels))
             else:
-                self.writer.put(n, timestep, self.render(x))
-        total = getattr(pipe, "num_timesteps", None)
+                self.writer.put(n, timestep, self.render(x, pixels))
         if isinstance(total, int) and n + 1 >= total:
             self.writer.finish()
             self.nonfinite.poll()
 
-    def render(self, x: torch.Tensor) -> torch.Tensor:
-        """Latents in the pipeline's layout → uint8 frames on the same device: (B, H, W, 3), or
-        (B, T, H, W, 3) for video latents."""
-        frames = self.layout.frames(x) if self.layout is not None else x[:, None]  # (B, T, C, h, w)
+    def render(self, x: torch.Tensor, pixels: tuple[int, int] | None = None) -> torch.Tensor:
+        """Latents in the pipeline's layout → uint8 frames on the same device: (B, H, W, 3), or (B, T, H, W, 3) for
+        video latents. `pixels`: the run's (height, width), which packed tokens need."""
+        frames = self.layout.frames(x, pixels) if self.layout is not None else x[:, None]  # (B, T, C, h, w)
+        video = frames.shape[1] > 1
         if self.frames == "first":
             frames = frames[:, :1]
         if isinstance(self.previewer, VaePreview):
@@ -246,14 +283,14 @@ class PreviewCallback:
         if self.size is not None:
             rgb = resize(rgb, self.size, self.resample)
         out = to_uint8(rgb).unflatten(0, (b, t))
-        return out if self.video else out[:, 0]
+        return out if video else out[:, 0]
 
-    def timed_render(self, x: torch.Tensor) -> torch.Tensor:
+    def timed_render(self, x: torch.Tensor, pixels: tuple[int, int] | None) -> torch.Tensor:
         """render(), warning once when it takes longer than the denoising step before it (VAE decodes only)."""
         sync = torch.cuda.synchronize if x.device.type == "cuda" else (lambda: None)
         sync()  # timing a full decode is worth one wait for the GPU
         start = time.perf_counter()
-        out = self.render(x)
+        out = self.render(x, pixels)
         sync()
         cost, step = time.perf_counter() - start, start - self.step_end
         self.decode_timed = True
@@ -263,8 +300,12 @@ class PreviewCallback:
         return out
 
     def close(self) -> None:
-        """Write what is pending (and the animation and sheet), stop the writer thread, remove the x0 hook."""
+        """Write what is pending (and the animation and sheet), stop the writer thread, remove the x0 hook and a
+        modular pipeline's preview steps."""
         self.nonfinite.poll(wait=True)
         self.writer.close()
         if self.source is not None:
             self.source.close()
+        if self.preview_steps is not None:
+            remove_preview_steps(self.preview_steps)
+            self.preview_steps = None

@@ -1,225 +1,389 @@
-"""How each diffusers pipeline family's step latents map to its VAE's decoder input.
+"""Latent conventions: how a pipeline's step latents become its decoder's input, derived from facts.
 
-Read from each pipeline's own decode step (diffusers 0.42, `output_type != "latent"` branch), with
-the numbers taken from the pipeline's `vae` at run time:
+A convention is read off the pipeline object (diffusers is never imported here):
+- the decoder: the component that decodes latents (`vae`; `movq` for Kandinsky; `vqgan` for Stable Cascade),
+  or none for pixel-space pipelines (DeepFloyd IF, pixel DiTs), whose "latents" are RGB in [-1, 1];
+- the decoder's config: latent channels, spatial and temporal compression, and the normalisation the pipelines
+  undo before decoding, z = x · a + b per channel, from the first that applies:
+    "batchnorm"    BatchNorm statistics (`vae.bn`, FLUX.2's VAE): on 2x2-patchified latents, a = √(var + eps), b = mean;
+    "mean_std"     `latents_mean`/`latents_std` (config or VAE buffers: Wan, Qwen-Image, LTX, Mochi, SDXL variants):
+                   a = std / scaling_factor (1 when absent), b = mean;
+    "scale_shift"  a = 1 / scaling_factor, b = shift_factor (0 when absent: SD, SD3, FLUX.1, CogVideoX, Sana, ...);
+  and whether it decodes frames (B, C, T, h, w) (it holds 3-D convolutions) or takes `num_frames` (SVD);
+- the pipeline's attributes: `vae_scale_factor*`, `transformer_*_patch_size`, default image size.
+The layout of each step's latents is read from their shape: (B, C, h, w); (B, C, T, h, w), (B, T, C, h, w) or
+channels-last (B, T, h, w, C); (B, C·p², h/p, w/p) patchified; or packed tokens (B, T'·H'·W', C·pt·p·p), feature
+order (C, pt, p, p) as every diffusers `_pack_latents` writes it, which need the image size in pixels.
+EXCEPTIONS holds the few pipelines whose decode code departs from what their decoder's config implies.
 
-- layout of the latents the callback receives:
-  "spatial" (B, C, h, w); "tokens", FLUX-style 2x2 packing (B, (h/2)·(w/2), 4·C), which needs the
-  image size to unpack; "video" (B, C, T, h, w);
-- normalisation, the raw VAE latent z from the denoiser's x, per channel z = x · a + b:
-  "scale"            z = x / scaling_factor (SD 1.x/2.x, CogView4, Sana, HunyuanImage, HunyuanVideo);
-  "scale_shift"      z = x / scaling_factor + shift_factor (SD3, FLUX.1 and the families on its VAE);
-  "mean_std"         z = x · latents_std + latents_mean (Wan, Qwen-Image; the pipelines divide by 1/std);
-  "scaled_mean_std"  z = x · latents_std / scaling_factor + latents_mean when the VAE config has both,
-                     else x / scaling_factor (SDXL, Mochi);
-  "batchnorm"        FLUX.2: patchify 2x2, then x · sqrt(bn.running_var + eps) + bn.running_mean;
-- whether the VAE works on frames (B, C, T, h, w) (`vae_frames`): Qwen-Image's VAE takes one frame.
-
-Previewers see "model space": the denoiser's x, unpacked to spatial frames (for FLUX.2 also
-unpatchified to 32 channels). `PipelineLatents` binds a convention to a pipeline's VAE and does
-every conversion (callback latents → frames → decoder input, and images → frames for fitting),
-so the callback, `previewer="vae"` and the fit-on-first-use share one piece of code.
+Previewers see "model space": the denoiser's x, as spatial frames (B·T, C, h, w) (FLUX.2: unpatchified to 32
+channels, still normalised). SPACES lists the spaces of the shipped previewers; a pipeline whose decoder has one
+of their configs (whatever the pipeline class) is in that space.
 """
 
-from dataclasses import dataclass
+import inspect
+import math
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
-from .packing import infer_size, latent_size, unpack_tokens
+DECODERS = ("vae", "movq", "vqgan", "vqvae")  # pipeline attributes that hold the latent decoder, in order
+MAX_ASPECT = 2.5  # the widest image whose size is inferred from a token count (21:9 ≈ 2.33 is the widest preset)
 
-LAYOUTS = ("spatial", "tokens", "video")
-NORMALISATIONS = ("scale", "scale_shift", "mean_std", "scaled_mean_std", "batchnorm")
+
+@dataclass(frozen=True)
+class LatentSpace:
+    """A shipped previewers' space: the VAE config its denoiser latents come from (for tests, docs and matching)."""
+    name: str
+    channels: int
+    teacher: str  # TAESD-family teacher in ../shared/models/teachers
+    kind: str  # "ddpm": noised as sqrt(ᾱ)z + sqrt(1-ᾱ)ε; "flow": (1-σ)z + σε
+    pipelines: str
+    scaling_factor: float | None = None  # None: FLUX.2's BatchNorm statistics
+    shift_factor: float | None = None
+    vae_class: str = "AutoencoderKL"
+
+
+SPACES = {s.name: s for s in (
+    LatentSpace("sd1", 4, "taesd", "ddpm", "Stable Diffusion 1.x / 2.x", 0.18215, 0.0),
+    LatentSpace("sdxl", 4, "taesdxl", "ddpm", "Stable Diffusion XL", 0.13025, 0.0),
+    LatentSpace("sd3", 16, "taesd3", "flow", "Stable Diffusion 3 / 3.5", 1.5305, 0.0609),
+    LatentSpace("flux1", 16, "taef1", "flow", "FLUX.1", 0.3611, 0.1159),
+    LatentSpace("flux2", 32, "taef2", "flow", "FLUX.2 (BatchNorm-normalised, unpatchified)", vae_class="AutoencoderKLFlux2"),
+)}
+
+
+def get_space(name: str) -> LatentSpace:
+    if name not in SPACES:
+        raise ValueError(f"unknown latent space {name!r}; known: {', '.join(SPACES)}")
+    return SPACES[name]
+
+
+@dataclass(frozen=True)
+class Exception_:
+    """A pipeline whose decode departs from its decoder's config: matched by decoder attribute or class-name prefix."""
+    decoder: str | None
+    class_prefix: str | None
+    normalisation: str
+    mirrors: str  # the decode line it mirrors (diffusers 0.42)
+    decode_kwargs: dict = field(default_factory=dict)
+
+
+EXCEPTIONS = (
+    Exception_("movq", None, "identity", "kandinsky*/pipeline_*.py: self.movq.decode(latents, force_not_quantize=True)",
+               {"force_not_quantize": True}),
+    Exception_("vqgan", None, "multiply", "stable_cascade/pipeline_stable_cascade.py: "
+                                          "self.vqgan.decode(latents * self.vqgan.config.scale_factor)"),
+    Exception_(None, "Kandinsky5", "scale", "kandinsky5/pipeline_kandinsky*.py: latents / self.vae.config.scaling_factor "
+                                            "(no shift_factor, also for FLUX.1's VAE)"),
+)
 
 
 @dataclass(frozen=True)
 class Convention:
-    family: str  # pipeline family name (also the latent-space name of previewers fitted for it)
-    pipelines: str  # for docs and messages
-    layout: str
-    normalisation: str
-    vae_frames: bool = False
-    shared_space: str | None = None  # the shipped space whose previewers fit when the VAE config matches
+    """What turns a pipeline's step latents into its decoder's input (see the module docstring)."""
+    decoder: str | None  # pipeline attribute of the decoder; None: pixel space
+    vae_class: str
+    channels: int  # model-space channels per frame (FLUX.2: after unpatchifying)
+    spatial: int  # pixels per latent along a side
+    temporal: int = 1  # video frames per latent frame
+    normalisation: str = "scale_shift"  # batchnorm, mean_std, scale_shift, scale, multiply, identity
+    patch: int = 1  # the normalisation works on p x p patchified latents (FLUX.2: 2)
+    frame_vae: bool = False  # decode takes (B, C, T, h, w)
+    frames_kwarg: bool = False  # decode takes (B·T, C, h, w) and num_frames=T (SVD's temporal decoder)
+    token_patch: tuple[int, int] | None = None  # (temporal, spatial) token patch sizes the pipeline states
+    default_size: tuple[int, int] | None = None  # (height, width) in pixels the pipeline runs at by default
+    space: str | None = None  # the shipped space whose previewers take these latents, if the decoder matches one
+    mirrors: str = ""  # the exception's decode line, when one applies
+    decode_kwargs: tuple = ()
 
-    def __post_init__(self):
-        if self.layout not in LAYOUTS:
-            raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {self.layout!r}")
-        if self.normalisation not in NORMALISATIONS:
-            raise ValueError(f"normalisation must be one of {', '.join(NORMALISATIONS)}, got {self.normalisation!r}")
-
-
-CONVENTIONS = {
-    c.family: c
-    for c in (
-        Convention("sd1", "StableDiffusion* (1.x / 2.x)", "spatial", "scale", shared_space="sd1"),
-        Convention("sdxl", "StableDiffusionXL*", "spatial", "scaled_mean_std", shared_space="sdxl"),
-        Convention("sd3", "StableDiffusion3*", "spatial", "scale_shift", shared_space="sd3"),
-        Convention("flux1", "Flux*", "tokens", "scale_shift", shared_space="flux1"),
-        Convention("flux2", "Flux2*, Flux2Klein*", "tokens", "batchnorm", shared_space="flux2"),
-        Convention("chroma", "Chroma*", "tokens", "scale_shift", shared_space="flux1"),
-        Convention("zimage", "ZImage*", "spatial", "scale_shift", shared_space="flux1"),
-        Convention("hidream", "HiDreamImage*", "spatial", "scale_shift", shared_space="flux1"),
-        Convention("lumina2", "Lumina2*", "spatial", "scale_shift", shared_space="flux1"),
-        Convention("qwenimage", "QwenImage*, QwenImageEdit*", "tokens", "mean_std", vae_frames=True),
-        Convention("cogview4", "CogView4*", "spatial", "scale"),
-        Convention("sana", "Sana* (DC-AE, 32x)", "spatial", "scale"),
-        Convention("hunyuanimage", "HunyuanImage*", "spatial", "scale"),
-        Convention("wan", "Wan* (2.1 / 2.2)", "video", "mean_std", vae_frames=True),
-        Convention("hunyuanvideo", "HunyuanVideo*, HunyuanVideo15*", "video", "scale", vae_frames=True),
-        Convention("mochi", "Mochi*", "video", "scaled_mean_std", vae_frames=True),
-    )
-}
-
-# Pipeline class-name prefixes → family, most specific first ("Flux2KleinPipeline" is flux2,
-# "StableDiffusionXLControlNetPipeline" sdxl, "QwenImageEditPipeline" qwenimage).
-CLASS_PREFIXES = (
-    ("Flux2", "flux2"), ("Flux", "flux1"), ("StableDiffusion3", "sd3"), ("StableDiffusionXL", "sdxl"),
-    ("StableDiffusion", "sd1"), ("Chroma", "chroma"), ("ZImage", "zimage"), ("HiDreamImage", "hidream"),
-    ("Lumina2", "lumina2"), ("QwenImageLayered", None), ("QwenImage", "qwenimage"), ("CogView4", "cogview4"),
-    ("Sana", "sana"), ("HunyuanImage", "hunyuanimage"), ("HunyuanVideoFramepack", None), ("HunyuanVideo", "hunyuanvideo"),
-    ("Wan", "wan"), ("Mochi", "mochi"),
-)
+    @property
+    def name(self) -> str:
+        """The space's name, or one naming the decoder (fitted previewers are keyed by the decoder's weights)."""
+        if self.space is not None:
+            return self.space
+        return "pixels" if self.decoder is None else f"{self.vae_class}-{self.channels}ch"
 
 
-def detect_family(pipe) -> str | None:
-    """The convention family of `pipe` from its class name, or None when it is not one we know."""
-    name = type(pipe).__name__
-    for prefix, family in CLASS_PREFIXES:
-        if name.startswith(prefix):
-            return family
+def find_decoder(pipe) -> tuple[str | None, object]:
+    for name in DECODERS:
+        module = getattr(pipe, name, None)
+        if module is not None and hasattr(module, "decode"):
+            return name, module
+    return None, None
+
+
+def config_get(config, *names):
+    for name in names:
+        value = config.get(name) if hasattr(config, "get") else getattr(config, name, None)
+        if value is not None:
+            return value
     return None
 
 
-def get_convention(convention) -> Convention:
-    """A Convention, or the name of a known family's convention."""
-    if isinstance(convention, Convention):
-        return convention
-    if convention not in CONVENTIONS:
-        raise ValueError(f"unknown latent convention {convention!r}; known: {', '.join(CONVENTIONS)} "
-                         "(or a previewers.conventions.Convention)")
-    return CONVENTIONS[convention]
+def normalisation_of(vae) -> str:
+    if getattr(vae, "bn", None) is not None and config_get(vae.config, "batch_norm_eps") is not None:
+        return "batchnorm"
+    if mean_std(vae) is not None:
+        return "mean_std"
+    return "scale_shift"
 
 
-def spatial_factor(pipe) -> int:
-    """Pixels per latent along a side, as the pipeline itself computes it (else from its VAE's config)."""
-    factor = getattr(pipe, "vae_scale_factor_spatial", None) or getattr(pipe, "vae_scale_factor", None)
-    if factor is None:
-        config = pipe.vae.config
-        factor = getattr(config, "scale_factor_spatial", None) or getattr(config, "spatial_compression_ratio", None)
-        blocks = getattr(config, "block_out_channels", None)
-        if factor is None and blocks:
-            factor = 2 ** (len(blocks) - 1)  # AutoencoderKL: one 2x downsampling between blocks
-    if factor is None:
-        raise ValueError(f"{type(pipe).__name__} has no vae_scale_factor; cannot tell its spatial compression")
-    return int(factor)
+def mean_std(vae):
+    """(mean, std) per channel from the config or the VAE's buffers (LTX), or None."""
+    mean, std = config_get(vae.config, "latents_mean"), config_get(vae.config, "latents_std")
+    if mean is None or std is None:
+        buffers = dict(vae.named_buffers(recurse=False))
+        mean, std = buffers.get("latents_mean"), buffers.get("latents_std")
+    if mean is None or std is None:
+        return None
+    return torch.as_tensor(mean).float().flatten(), torch.as_tensor(std).float().flatten()
 
 
-def temporal_factor(pipe) -> int:
-    """Video frames per latent frame (1 for image pipelines)."""
-    return int(getattr(pipe, "vae_scale_factor_temporal", None) or 1)
+def matching_space(vae, normalisation: str, channels: int) -> str | None:
+    """The shipped space whose previewers take this VAE's denoiser latents, or None."""
+    for space in SPACES.values():
+        if type(vae).__name__ != space.vae_class or channels != space.channels:
+            continue
+        if space.scaling_factor is None:
+            if normalisation == "batchnorm":
+                return space.name
+            continue
+        scale = config_get(vae.config, "scaling_factor")
+        shift = config_get(vae.config, "shift_factor") or 0.0
+        if (normalisation == "scale_shift" and scale is not None and abs(scale - space.scaling_factor) <= 1e-4
+                and abs(shift - space.shift_factor) <= 1e-4):
+            return space.name
+    return None
+
+
+def spatial_factor(pipe, vae) -> int:
+    """Pixels per latent along a side: as the pipeline computes it, else from its decoder's config, else measured."""
+    for name in ("vae_scale_factor_spatial", "vae_spatial_scale_factor", "vae_scale_factor", "movq_scale_factor"):
+        value = getattr(pipe, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    config = vae.config
+    value = config_get(config, "spatial_compression_ratio", "scale_factor_spatial")
+    if value is None and config_get(config, "block_out_channels"):
+        value = 2 ** (len(config_get(config, "block_out_channels")) - 1)  # one 2x step between blocks
+    if value is None:  # nothing states it: decode an 8x8 latent once and measure
+        channels = latent_channels(vae)
+        shape = (1, channels, 1, 8, 8) if is_frame_vae(vae) else (1, channels, 8, 8)
+        with torch.no_grad():
+            out = vae.decode(torch.zeros(shape, device=vae.device, dtype=vae.dtype), return_dict=False)[0]
+        value = out.shape[-1] // 8
+    return int(value)
+
+
+def temporal_factor(pipe, vae) -> int:
+    for name in ("vae_scale_factor_temporal", "vae_temporal_scale_factor"):
+        value = getattr(pipe, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return int(config_get(vae.config, "temporal_compression_ratio", "scale_factor_temporal") or 1)
+
+
+def latent_channels(vae) -> int:
+    value = config_get(vae.config, "latent_channels", "z_dim")
+    if value is None:
+        raise ValueError(f"{type(vae).__name__}'s config states no latent_channels or z_dim: not an image VAE we "
+                         "can read")
+    return int(value)
+
+
+def is_frame_vae(vae) -> bool:
+    """Decodes (B, C, T, h, w): it holds 3-D convolutions (and is not SVD's per-frame temporal decoder)."""
+    return "num_frames" not in inspect.signature(vae.decode).parameters and any(
+        isinstance(m, torch.nn.Conv3d) for m in vae.modules())
+
+
+def default_size(pipe, factor: int) -> tuple[int, int] | None:
+    """The image size the pipeline runs at when called without height/width: its signature's defaults, else
+    `default_sample_size` latents."""
+    call = getattr(type(pipe), "__call__", None)
+    params = inspect.signature(call).parameters if callable(call) and not isinstance(pipe, type) else {}
+    size = [getattr(params.get(k), "default", None) for k in ("height", "width")]
+    if all(isinstance(s, int) for s in size):
+        return size[0], size[1]
+    sample = getattr(pipe, "default_sample_size", None)
+    return (sample * factor, sample * factor) if isinstance(sample, int) else None
+
+
+def derive(pipe, space: str | None = None) -> Convention:
+    """The convention `pipe` works in (see the module docstring). `space`: a shipped space the caller states the
+    latents are in, for a decoder whose config does not say (e.g. an AutoencoderTiny in SD 1.x's space).
+    ValueError naming what is missing when the pipeline has neither a decoder nor pixel latents."""
+    cls = type(pipe).__name__
+    name, vae = find_decoder(pipe)
+    patch_sizes = tuple(getattr(pipe, f"transformer_{k}_patch_size", None) for k in ("temporal", "spatial"))
+    token_patch = patch_sizes if all(isinstance(p, int) for p in patch_sizes) else None
+    if vae is None:
+        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        channels = config_get(denoiser.config, "in_channels") if denoiser is not None else None
+        if channels not in (3, 6):  # IF's super-resolution UNets take the noisy image and the upscaled one
+            raise ValueError(f"{cls} has no latent decoder ({', '.join(DECODERS)}) and its denoiser does not work "
+                             "on RGB pixels: it does not make images, so there is nothing to preview")
+        return Convention(None, "pixels", 3, 1, normalisation="identity", token_patch=token_patch,
+                          default_size=default_size(pipe, 1))
+    exception = next((e for e in EXCEPTIONS if e.decoder == name or (e.class_prefix and cls.startswith(e.class_prefix))),
+                     None)
+    normalisation = exception.normalisation if exception else normalisation_of(vae)
+    patch = 2 if normalisation == "batchnorm" else 1
+    channels = latent_channels(vae)
+    if space is not None:
+        get_space(space)
+        if SPACES[space].channels != channels:
+            raise ValueError(f"{cls}'s decoder makes {channels}-channel latents; space {space!r} has "
+                             f"{SPACES[space].channels}")
+    factor = spatial_factor(pipe, vae)
+    return Convention(
+        decoder=name, vae_class=type(vae).__name__, channels=channels, spatial=factor,
+        temporal=temporal_factor(pipe, vae), normalisation=normalisation, patch=patch, frame_vae=is_frame_vae(vae),
+        frames_kwarg="num_frames" in inspect.signature(vae.decode).parameters, token_patch=token_patch,
+        default_size=default_size(pipe, factor),
+        space=space or (None if exception else matching_space(vae, normalisation, channels)),
+        mirrors=exception.mirrors if exception else "",
+        decode_kwargs=tuple(exception.decode_kwargs.items()) if exception else ())
+
+
+def infer_size(tokens: int, pixels_per_token: int) -> tuple[int, int] | None:
+    """(height, width) of the one image shape with `tokens` tokens and an aspect ratio of at most MAX_ASPECT, or
+    None when there are none or several (e.g. 1024x768 and 768x1024 always both fit: only squares can be told)."""
+    shapes = [(rows, tokens // rows) for rows in range(1, math.isqrt(tokens) + 1) if tokens % rows == 0]
+    shapes = [(r, c) for r, c in shapes if c / r <= MAX_ASPECT]
+    shapes += [(c, r) for r, c in shapes if r != c]
+    if len(shapes) != 1:
+        return None
+    return shapes[0][0] * pixels_per_token, shapes[0][1] * pixels_per_token
 
 
 class PipelineLatents:
-    """A convention bound to a pipeline's VAE (and, for tokens, the image size in pixels)."""
+    """A convention bound to its decoder (and, for packed tokens, the image size in pixels): every conversion
+    (step latents → frames → decoder input, and images → frames for fitting) in one place, shared by the callback,
+    `previewer="vae"` and the fit on first use."""
 
-    def __init__(self, convention: Convention, vae, factor: int, height: int | None = None, width: int | None = None,
-                 size_given: bool = True):
+    def __init__(self, convention: Convention, vae=None, height: int | None = None, width: int | None = None):
         self.convention = convention
         self.vae = vae
-        self.factor = factor
-        self.height, self.width = height, width
-        self.size_given = size_given  # False: the pipeline's default size, replaced when the tokens say otherwise
-        config = vae.config
-        self.channels = int(getattr(config, "latent_channels", None) or getattr(config, "z_dim"))
-        self.patch = 2 if convention.normalisation == "batchnorm" else 1  # FLUX.2 normalises patchified latents
+        self.size = (height, width) if height is not None and width is not None else convention.default_size
+        self.size_given = height is not None and width is not None
 
-    def frames(self, latents: torch.Tensor) -> torch.Tensor:
-        """Callback latents → (B, T, C, h, w) model-space frames (T = 1 for images)."""
-        layout = self.convention.layout
-        if layout == "tokens":
-            if self.height is None or self.width is None:
-                raise ValueError(f"{self.convention.family} latents are packed tokens: pass height= and width= (pixels)")
-            if not self.size_given:
-                self.infer_size(latents.shape[1])
-            return unpack_tokens(latents, self.height, self.width, self.factor)[:, None]
-        if layout == "video":
-            if latents.ndim != 5:
-                raise ValueError(f"expected video latents (B, C, T, h, w), got shape {tuple(latents.shape)}")
-            return latents.transpose(1, 2)
-        if latents.ndim != 4:
-            raise ValueError(f"expected spatial latents (B, C, h, w), got shape {tuple(latents.shape)}")
-        return latents[:, None]
+    @property
+    def channels(self) -> int:
+        return self.convention.channels
 
-    def infer_size(self, tokens: int) -> None:
-        """Replace the default image size when `tokens` do not tile it, by the one size they tile
-        (previewers/packing.py); ValueError saying what to pass when they tile several."""
-        h, w = latent_size(self.height, self.width, self.factor)
-        if tokens == (h // 2) * (w // 2):
-            return
-        size = infer_size(tokens, self.factor)
-        if size is None:
-            raise ValueError(f"{tokens} tokens do not tile the default {self.height}x{self.width} image, and several "
-                             "image sizes give that many; pass the size the pipeline runs at: height=/width= to "
-                             "PreviewCallback.for_pipeline (--height/--width on the command line)")
-        self.height, self.width = size
+    @property
+    def factor(self) -> int:
+        return self.convention.spatial
+
+    def frames(self, latents: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """Step latents in any layout of the module docstring → (B, T, C, h, w) model-space frames.
+        `size`: the (height, width) in pixels of this run, when the caller knows it (packed tokens need it)."""
+        c = self.channels
+        shape = tuple(latents.shape)
+        if latents.ndim == 3:
+            return self.unpack(latents, size)
+        if latents.ndim == 4 and shape[1] == c:
+            return latents[:, None]
+        if latents.ndim == 4 and shape[1] == c * 4:
+            return F.pixel_shuffle(latents, 2)[:, None]  # patchified (B, 4C, h/2, w/2), channel 4c + 2dy + dx
+        if latents.ndim == 5:
+            if shape[1] == c:
+                return latents.transpose(1, 2)
+            if shape[2] == c:
+                return latents
+            if shape[4] == c:
+                return latents.permute(0, 1, 4, 2, 3)  # channels-last (B, T, h, w, C)
+        raise ValueError(f"latents of shape {shape} do not hold {c}-channel latents in any known layout ((B, C, h, w), "
+                         "(B, C, T, h, w), (B, T, C, h, w), (B, T, h, w, C) or packed tokens (B, N, C·p²))")
+
+    def unpack(self, tokens: torch.Tensor, size: tuple[int, int] | None) -> torch.Tensor:
+        """(B, T'·H'·W', C·pt·p·p) tokens → (B, T'·pt, C, H'·p, W'·p) frames."""
+        b, n, d = tokens.shape
+        c = self.channels
+        pt, p = self.convention.token_patch or (1, math.isqrt(d // c))
+        if d != c * pt * p * p:
+            raise ValueError(f"tokens of {d} features are not {c}-channel latents in {pt}x{p}x{p} patches")
+        height, width = size or self.size or (None, None)
+        if height is None:
+            raise ValueError("these latents are packed tokens: pass the image size the pipeline runs at "
+                             "(height= and width= in pixels)")
+        pixels = self.factor * p  # pixels per token along a side
+        rows, cols = int(height) // pixels, int(width) // pixels
+        frames_fit = n == rows * cols or (self.convention.temporal > 1 and rows * cols and n % (rows * cols) == 0)
+        if not frames_fit:
+            inferred = None if size is not None or self.size_given else infer_size(n, pixels)
+            if inferred is None:
+                raise ValueError(f"{n} tokens do not tile a {height}x{width} image ({rows}x{cols} tokens per frame); "
+                                 "pass the image size the pipeline runs at: height=/width= to PreviewCallback.for_pipeline "
+                                 "(--height/--width on the command line)")
+            self.size = inferred
+            rows, cols = inferred[0] // pixels, inferred[1] // pixels
+        x = tokens.reshape(b, n // (rows * cols), rows, cols, c, pt, p, p)
+        return x.permute(0, 1, 5, 4, 2, 6, 3, 7).reshape(b, -1, c, rows * p, cols * p)
 
     def affine(self, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-channel (a, b) with z = x · a + b, shaped (1, C', 1, 1) (C' = C·4 for FLUX.2's patches)."""
-        config, kind = self.vae.config, self.convention.normalisation
-        scale = float(getattr(config, "scaling_factor", None) or 1.0)
-        mean, std = getattr(config, "latents_mean", None), getattr(config, "latents_std", None)
+        """Per-channel (a, b) with z = x · a + b, shaped (1, C·p², 1, 1)."""
+        conv, vae = self.convention, self.vae
+        n = self.channels * conv.patch**2
+        scale = float(config_get(vae.config, "scaling_factor") or 1.0) if vae is not None else 1.0
+        kind = conv.normalisation
         if kind == "batchnorm":
-            b = self.vae.bn.running_mean
-            a = torch.sqrt(self.vae.bn.running_var + float(config.batch_norm_eps))
-        elif kind == "mean_std" or (kind == "scaled_mean_std" and mean is not None and std is not None):
-            b = torch.tensor(mean)
-            a = torch.tensor(std) / (scale if kind == "scaled_mean_std" else 1.0)
+            a = torch.sqrt(vae.bn.running_var + float(config_get(vae.config, "batch_norm_eps")))
+            b = vae.bn.running_mean
+        elif kind == "mean_std":
+            b, std = mean_std(vae)
+            a = std / scale
+        elif kind == "multiply":
+            a, b = torch.full((n,), float(config_get(vae.config, "scale_factor"))), torch.zeros(n)
+        elif kind == "identity":
+            a, b = torch.ones(n), torch.zeros(n)
         else:
-            shift = float(getattr(config, "shift_factor", None) or 0.0) if kind == "scale_shift" else 0.0
-            a, b = torch.full((self.channels * self.patch**2,), 1 / scale), torch.full((self.channels * self.patch**2,), shift)
+            shift = float(config_get(vae.config, "shift_factor") or 0.0) if kind == "scale_shift" else 0.0
+            a, b = torch.full((n,), 1 / scale), torch.full((n,), shift)
         return a.to(device, dtype).view(1, -1, 1, 1), b.to(device, dtype).view(1, -1, 1, 1)
 
-    def patchify(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, h, w) → (N, C·p², h/p, w/p), channel index c·p² + dy·p + dx (FLUX.2's 2x2 patches)."""
-        if x.shape[-2] % self.patch or x.shape[-1] % self.patch:
-            raise ValueError(f"{type(self.vae).__name__}: latent height and width must be multiples of the patch size "
-                             f"{self.patch}, got {tuple(x.shape[-2:])}")
-        return F.pixel_unshuffle(x, self.patch)
+    def normalise(self, x: torch.Tensor, inverse: bool = False) -> torch.Tensor:
+        """(N, C, h, w) model space → raw decoder latents z (inverse: z → model space)."""
+        p = self.convention.patch
+        if x.shape[-2] % p or x.shape[-1] % p:
+            raise ValueError(f"{self.convention.vae_class}: latent height and width must be multiples of the patch "
+                             f"size {p}, got {tuple(x.shape[-2:])}")
+        a, b = self.affine(x.device, x.dtype)
+        x = F.pixel_unshuffle(x, p)
+        return F.pixel_shuffle((x - b) / a if inverse else x * a + b, p)
 
     def to_decoder(self, frames: torch.Tensor) -> torch.Tensor:
-        """(B, T, C, h, w) model-space frames → the tensor the pipeline hands `vae.decode`."""
+        """(B, T, C, h, w) model-space frames → the tensor the pipeline hands its decoder."""
         b, t = frames.shape[:2]
-        x = frames.reshape(b * t, *frames.shape[2:]).to(self.vae.dtype)
-        a, shift = self.affine(x.device, x.dtype)
-        if self.patch > 1:
-            z = F.pixel_shuffle(self.patchify(x) * a + shift, self.patch)
-        else:
-            z = x * a + shift
+        z = self.normalise(frames.reshape(b * t, *frames.shape[2:]).to(self.vae.dtype))
         z = z.view(b, t, *z.shape[1:])
-        if self.convention.vae_frames:
+        if self.convention.frame_vae:
             return z.transpose(1, 2)  # (B, C, T, h, w)
-        if t != 1:
-            raise ValueError(f"{type(self.vae).__name__} decodes single images, got {t} frames")
-        return z[:, 0]
+        return z.flatten(0, 1)  # image decoders take frames as a batch (AnimateDiff, Latte; SVD with num_frames)
 
     def from_encoder(self, z: torch.Tensor) -> torch.Tensor:
-        """The VAE's raw latent z ((B, C, h, w), or (B, C, T, h, w) for frame VAEs) → (B, T, C, h, w) model space."""
-        z = z.transpose(1, 2) if self.convention.vae_frames else z[:, None]
+        """The decoder's raw latent z ((B, C, h, w), or (B, C, T, h, w) for frame VAEs) → (B, T, C, h, w)."""
+        z = z.transpose(1, 2) if self.convention.frame_vae else z[:, None]
         b, t = z.shape[:2]
-        z = z.reshape(b * t, *z.shape[2:])
-        a, shift = self.affine(z.device, z.dtype)
-        if self.patch > 1:
-            x = F.pixel_shuffle((self.patchify(z) - shift) / a, self.patch)
-        else:
-            x = (z - shift) / a
-        return x.view(b, t, *x.shape[1:])
+        return self.normalise(z.reshape(b * t, *z.shape[2:]), inverse=True).view(b, t, *z.shape[2:])
 
     @torch.no_grad()
     def decode_unclamped(self, frames: torch.Tensor) -> torch.Tensor:
-        """(B, T, C, h, w) model-space frames → (B, T', 3, H, W) float RGB, about [0, 1] but unclamped,
-        decoded as the pipeline decodes (T' = video frames for a video VAE)."""
-        out = self.vae.decode(self.to_decoder(frames), return_dict=False)[0]
-        out = out.transpose(1, 2) if out.ndim == 5 else out[:, None]
+        """(B, T, C, h, w) model-space frames → (B, T', 3, H, W) float RGB, about [0, 1] but unclamped, decoded as
+        the pipeline decodes (T' = video frames for a video VAE)."""
+        b, t = frames.shape[:2]
+        if self.vae is None:  # pixel space: the latents are the image in [-1, 1]
+            return (frames.float() + 1) / 2
+        kwargs = dict(self.convention.decode_kwargs)
+        if self.convention.frames_kwarg:
+            kwargs["num_frames"] = t
+        if config_get(self.vae.config, "timestep_conditioning"):  # LTX: the pipelines' default decode_timestep 0
+            kwargs["temb"] = torch.zeros(b, device=frames.device, dtype=self.vae.dtype)
+        out = self.vae.decode(self.to_decoder(frames), return_dict=False, **kwargs)[0]
+        out = out.transpose(1, 2) if out.ndim == 5 else out.view(b, -1, *out.shape[1:])
         return (out.float() + 1) / 2
 
     def decode(self, frames: torch.Tensor) -> torch.Tensor:
@@ -230,23 +394,25 @@ class PipelineLatents:
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) images in [0, 1] → (B, 1, C, h, w) model-space frames (the latent distribution's mode)."""
         x = images.to(self.vae.device, self.vae.dtype) * 2 - 1
-        if self.convention.vae_frames:
-            x = x[:, :, None]
-        out = self.vae.encode(x)
-        z = out.latent_dist.mode() if hasattr(out, "latent_dist") else out[0]  # AutoencoderTiny/DC: no distribution
+        out = self.vae.encode(x[:, :, None] if self.convention.frame_vae else x)
+        z = out.latent_dist.mode() if hasattr(out, "latent_dist") else out[0]  # Tiny/DC/VQ: no distribution
         return self.from_encoder(z)
 
 
-def bind(pipe, convention: Convention, height: int | None = None, width: int | None = None) -> PipelineLatents:
-    """`convention` bound to `pipe.vae`; packed-token layouts default to the pipeline's default image size."""
-    vae = getattr(pipe, "vae", None)
-    if vae is None:
-        raise ValueError(f"{type(pipe).__name__} has no vae")
-    factor = spatial_factor(pipe)
-    given = height is not None and width is not None
-    if convention.layout == "tokens" and not given:
-        default = getattr(pipe, "default_sample_size", None)
-        if default is None:
-            raise ValueError(f"{type(pipe).__name__} has no default image size; pass height= and width= (pixels)")
-        height, width = height or default * factor, width or default * factor
-    return PipelineLatents(convention, vae, factor, height, width, size_given=given)
+def unpack_tokens(tokens: torch.Tensor, channels: int, height: int, width: int, factor: int) -> torch.Tensor:
+    """(B, N, C·p²) packed tokens of one height x width image (`factor` pixels per latent) → (B, C, h, w)."""
+    frames = PipelineLatents(Convention(None, "tokens", channels, factor), height=height, width=width).frames(tokens)
+    if frames.shape[1] != 1:
+        raise ValueError(f"{tokens.shape[1]} tokens hold {frames.shape[1]} frames of a {height}x{width} image, not one")
+    return frames[:, 0]
+
+
+def bind(pipe, height: int | None = None, width: int | None = None, space: str | None = None) -> PipelineLatents:
+    """`pipe`'s convention bound to its decoder; packed tokens default to the pipeline's default image size."""
+    convention = derive(pipe, space)
+    return PipelineLatents(convention, find_decoder(pipe)[1], height, width)
+
+
+def bind_vae(vae, space: str | None = None) -> PipelineLatents:
+    """A bare VAE's convention, as a pipeline holding it as `vae` would use it (its config's compression)."""
+    return bind(type("VaeOnly", (), {"vae": vae})(), space=space)

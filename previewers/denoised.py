@@ -171,6 +171,8 @@ class DenoiserHook:
         if not preview or self.captured is None:
             return None
         sample, output, alpha_bar, (cfg, scale, rescale) = self.captured
+        if output.shape[0] != latents.shape[0] * (2 if cfg else 1) or output.shape[1] != latents.shape[1]:
+            return None  # another guidance (PAG, InstructPix2Pix: 3 branches) or learned variance (IF, Kandinsky)
         if cfg:
             uncond, text = output.chunk(2)
             output = uncond + scale * (text - uncond)
@@ -221,7 +223,7 @@ def make_source(scheduler, source: str = "auto", pipe=None) -> Source:
     `source="x0"` cannot be had exactly."""
     if source not in SOURCES:
         raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {source!r}")
-    method = x0_method(scheduler, has_unet=getattr(pipe, "unet", None) is not None)
+    method = None if scheduler is None else x0_method(scheduler, has_unet=getattr(pipe, "unet", None) is not None)
     if source == "x0" and method is None:
         raise ValueError(
             f"no exact x0 for {type(scheduler).__name__} here (exact: {', '.join(CONSECUTIVE + SOLVER_STATE)}; "

@@ -39,7 +39,7 @@ CANDIDATES = (("affine", {}), ("conv", {"channels": [], "kernels": [3]}))
 CROP_LATENTS = 16  # crop side in latents: 128 px for an 8x VAE
 CROPS_PER_IMAGE = 4  # 28 crops: ~2 min on one CPU core for an SD-class VAE, seconds on a GPU
 BATCH = 4  # crops per VAE call
-FIT_VERSION = 1  # bump when the recipe changes: older cache entries are then ignored
+FIT_VERSION = 2  # bump when the recipe changes: older cache entries are then ignored
 
 
 def vae_digest(vae) -> str:
@@ -53,11 +53,13 @@ def vae_digest(vae) -> str:
 
 
 def cache_path(latents: PipelineLatents, folder: Path | None = None) -> Path:
-    key = {"vae": vae_digest(latents.vae), "family": latents.convention.family,
-           "normalisation": latents.convention.normalisation, "version": FIT_VERSION,
+    convention = latents.convention
+    key = {"vae": vae_digest(latents.vae), "space": convention.name, "normalisation": convention.normalisation,
+           "frame_vae": convention.frame_vae, "decode": [list(kv) for kv in convention.decode_kwargs],
+           "version": FIT_VERSION,
            "images": sorted(p.name for p in IMAGES.glob("*.jpg"))}
     name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    return (folder or cache_root() / "fitted") / f"{latents.convention.family}-{name}.safetensors"
+    return (folder or cache_root() / "fitted") / f"{convention.name}-{name}.safetensors"
 
 
 def crops(side: int, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -125,9 +127,9 @@ def fit_for_vae(latents: PipelineLatents, progress: bool = True) -> Previewer:
     previewer = previewer.eval().requires_grad_(False)
     convention = latents.convention
     previewer.meta = {
-        "space": convention.family,
+        "space": convention.name,
         "teacher": f"{vae_name} (the pipeline's own VAE)",
-        "teacher_space": {"convention": convention.normalisation, "layout": convention.layout},
+        "teacher_space": {"normalisation": convention.normalisation, "decoder": convention.decoder},
         "recipe": {
             "method": "least squares, fitted on first use",
             "family": family,

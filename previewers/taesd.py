@@ -15,7 +15,7 @@ import torch.nn as nn
 from safetensors.torch import load_file
 
 from .families import Previewer
-from .spaces import SPACES
+from .conventions import SPACES
 
 WIDTH = 64  # channels of every hidden layer
 POOL_WIDTH = 256  # hidden channels of the pooled blocks' GroupNorm branch

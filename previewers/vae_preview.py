@@ -14,15 +14,13 @@ from .conventions import PipelineLatents
 class VaePreview(torch.nn.Module):
     """(B, T, C, h, w) model-space frames → (B, T', 3, H, W) RGB in [0, 1] (T' video frames for video VAEs)."""
 
-    decodes_frames = True  # takes the frames of a whole sample, not a batch of spatial latents
-
     def __init__(self, latents: PipelineLatents):
         super().__init__()
         self.latents = latents  # a plain attribute: the VAE is the pipeline's, not a submodule of ours
         self.family = "vae"
         self.latent_channels = latents.channels
         self.scale = latents.factor
-        self.meta = {"family": "vae", "space": latents.convention.family, "latent_channels": latents.channels,
+        self.meta = {"family": "vae", "space": latents.convention.name, "latent_channels": latents.channels,
                      "scale": latents.factor, "teacher": f"{type(latents.vae).__name__} (the pipeline's own VAE)"}
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:

@@ -43,7 +43,8 @@ def build(kind):
     torch.manual_seed(0)
     emb = lambda *shape: torch.randn(*shape)  # noqa: E731
     if kind in ("sd", "sdxl"):
-        common = dict(vae=tiny_vae(4), unet=tiny_unet(kind == "sdxl"), scheduler=sd_scheduler(), text_encoder=None, tokenizer=None)
+        vae = tiny_vae(4, scaling_factor=0.13025) if kind == "sdxl" else tiny_vae(4)  # SDXL's VAE config
+        common = dict(vae=vae, unet=tiny_unet(kind == "sdxl"), scheduler=sd_scheduler(), text_encoder=None, tokenizer=None)
         kwargs = dict(prompt_embeds=emb(1, 5, 16), negative_prompt_embeds=emb(1, 5, 16))
         if kind == "sd":
             return diffusers.StableDiffusionPipeline(**common, safety_checker=None, feature_extractor=None,
@@ -193,7 +194,7 @@ def test_wrong_image_size_warns_once_and_run_completes():
         images = run(pipe, kwargs, cb)
     assert np.array_equal(images, reference)
     messages = preview_warnings(caught)
-    assert len(messages) == 1 and "pass the image size the pipeline ran at" in messages[0]
+    assert len(messages) == 1 and "pass the image size the pipeline runs at" in messages[0]
 
 
 class Recorder:
@@ -303,10 +304,13 @@ def test_clear_errors():
         vae = pipe.vae
         scheduler = pipe.scheduler
 
-    with pytest.raises(ValueError, match=r"MyPipeline.*space='sd1', previewer='sd1-affine'"):
-        PreviewCallback.for_pipeline(MyPipeline(), previewer=affine(4))
-    assert PreviewCallback.for_pipeline(MyPipeline(), previewer=affine(4), space="sd1").previewer.latent_channels == 4
-    with pytest.raises(ValueError, match="takes 16-channel latents, but StableDiffusionPipeline's VAE makes 4"):
+    # a class never seen: its VAE says it all
+    assert PreviewCallback.for_pipeline(MyPipeline(), previewer=affine(4)).layout.convention.space == "sd1"
+    with pytest.raises(ValueError, match="unknown latent space 'sd5'"):
+        PreviewCallback.for_pipeline(MyPipeline(), space="sd5")
+    with pytest.raises(ValueError, match="decoder makes 4-channel latents; space 'flux1' has 16"):
+        PreviewCallback.for_pipeline(MyPipeline(), space="flux1")
+    with pytest.raises(ValueError, match="takes 16-channel latents, but StableDiffusionPipeline's latents have 4"):
         PreviewCallback.for_pipeline(pipe, previewer=affine(16))
     pipe.scheduler = diffusers.HeunDiscreteScheduler.from_config(pipe.scheduler.config)
     with pytest.raises(ValueError, match="no exact x0 for HeunDiscreteScheduler"):
@@ -316,19 +320,22 @@ def test_clear_errors():
             PreviewCallback.for_pipeline(pipe, previewer=affine(4), **bad)
 
 
-def test_convention_mismatches_warn():
-    from previewers.pipeline_space import check_vae_convention
-
+def test_previewers_of_another_space_warn():
     pipe, _ = build("sd")  # AutoencoderKL's default scaling_factor is SD 1.x's 0.18215
+    previewer = affine(4)
+    previewer.meta = {"space": "sd1"}
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        check_vae_convention(pipe, "sd1")
-    with pytest.warns(UserWarning, match="scaling_factor=0.18215, shift_factor=0.0, but sdxl previewers expect 0.13025"):
-        check_vae_convention(pipe, "sdxl")
-    previewer = affine(4)
-    previewer.meta = {"space": "sdxl"}
-    with pytest.warns(UserWarning, match="fitted for latent space 'sdxl', but StableDiffusionPipeline works in 'sd1'"):
         PreviewCallback.for_pipeline(pipe, previewer=previewer)
+    previewer.meta = {"space": "sdxl"}
+    with pytest.warns(UserWarning, match="fitted for latent space 'sdxl', but StableDiffusionPipeline's latents are "
+                                         "in 'sd1'"):
+        PreviewCallback.for_pipeline(pipe, previewer=previewer)
+    pipe.vae.register_to_config(scaling_factor=0.5)  # no longer SD 1.x's config
+    previewer.meta = {"space": "sd1"}
+    with pytest.warns(UserWarning, match=r"in 'AutoencoderKL-4ch' \(its AutoencoderKL config differs from sd1's\)"):
+        PreviewCallback.for_pipeline(pipe, previewer=previewer)
+    pipe.vae.register_to_config(scaling_factor=0.18215)
 
 
 def test_auto_prefers_conv_then_affine_plain_names_first():

@@ -69,7 +69,7 @@ def test_decode_errors_are_one_line(tmp_path, capsys):
 
 def test_decode_unpacks_flux_tokens(tmp_path):
     from previewers.families import affine
-    from previewers.packing import unpack_tokens
+    from previewers.conventions import unpack_tokens
 
     p = affine(4)
     torch.nn.init.normal_(p.body.weight, std=0.3)
@@ -78,5 +78,5 @@ def test_decode_unpacks_flux_tokens(tmp_path):
     torch.save(tokens, tmp_path / "tokens.pt")
     assert main(["decode", str(tmp_path / "tokens.pt"), "--previewer", str(weights), "--out", str(tmp_path / "o.png"),
                  "--height", "48", "--width", "32"]) == 0
-    expected = (p(unpack_tokens(tokens, 48, 32, 8)) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
+    expected = (p(unpack_tokens(tokens, 4, 48, 32, 8)) * 255).round().to(torch.uint8)[0].permute(1, 2, 0).numpy()
     assert (np.asarray(Image.open(tmp_path / "o.png")) == expected).all()

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from previewers import PreviewCallback
-from previewers.conventions import CONVENTIONS, bind
+from previewers.conventions import bind, bind_vae, infer_size
 from previewers.sinks import step_name
 
 diffusers = pytest.importorskip("diffusers")
@@ -88,7 +88,7 @@ def test_convention_is_the_pipelines_own_decode(tiny):
     kind, pipe, kwargs, output = tiny
     latents = run(pipe, kwargs, output, output_type="latent")
     reference = run(pipe, kwargs, output, output_type="pt")
-    convention = bind(pipe, CONVENTIONS[kind], SIZE, SIZE)
+    convention = bind(pipe, SIZE, SIZE)
     decoded = convention.decode(convention.frames(latents))  # (B, T, 3, H, W)
     expected = reference if reference.ndim == 5 else reference[:, None]  # the video processor gives (B, T, 3, H, W)
     assert decoded.shape == expected.shape
@@ -104,7 +104,8 @@ def test_fit_on_first_use_previews_every_step_and_is_cached(tiny, tmp_path, monk
     out = tmp_path / "steps"
     cb = PreviewCallback.for_pipeline(pipe, height=SIZE, width=SIZE, out_dir=out, progress=False)
     meta = cb.previewer.meta
-    assert meta["space"] == kind and meta["recipe"]["method"].startswith("least squares")
+    space = bind(pipe).convention.name  # no shipped space: named by the decoder, e.g. AutoencoderKLWan-4ch
+    assert meta["space"] == space and meta["recipe"]["method"].startswith("least squares")
     # the fitted previewer beats a constant colour on the held-out photos' decodes
     assert meta["metrics"]["clean"]["psnr"] > meta["metrics"]["constant_colour"]["psnr"] + 1
     with warnings.catch_warnings(record=True) as caught:
@@ -113,7 +114,7 @@ def test_fit_on_first_use_previews_every_step_and_is_cached(tiny, tmp_path, monk
     assert np.array_equal(result, reference)
     assert [str(w.message) for w in caught if "latent-preview" in str(w.message)] == []
     assert sorted(p.name for p in out.glob("step_*")) == [step_name(i, 0) for i in range(STEPS)]
-    cached = list((tmp_path / "cache" / "fitted").glob(f"{kind}-*.safetensors"))
+    cached = list((tmp_path / "cache" / "fitted").glob(f"{space}-*.safetensors"))
     assert len(cached) == 1
 
     import previewers.first_use
@@ -215,7 +216,8 @@ def test_flux_vae_families_take_the_shipped_flux1_previewers(tmp_path, monkeypat
     assert not (tmp_path / "cache").exists()  # nothing was fitted
 
 
-def test_unknown_pipeline_with_a_stated_convention(tmp_path, monkeypatch):
+def test_a_pipeline_class_never_seen_works_from_its_vae(tmp_path, monkeypatch):
+    """No class name is needed: a new pipeline holding Wan's VAE previews its 5-D latents with no argument."""
     monkeypatch.setenv("LATENT_PREVIEW_CACHE", str(tmp_path / "cache"))
     wan, _, _ = build("wan")
 
@@ -224,17 +226,21 @@ def test_unknown_pipeline_with_a_stated_convention(tmp_path, monkeypatch):
         scheduler = wan.scheduler
         vae_scale_factor_spatial = 2
 
-    with pytest.raises(ValueError, match=r"cannot tell.*MyVideoPipeline.*convention='wan'"):
-        PreviewCallback.for_pipeline(MyVideoPipeline())
-    with pytest.raises(ValueError, match="unknown latent convention 'wan2'"):
-        PreviewCallback.for_pipeline(MyVideoPipeline(), convention="wan2")
-    cb = PreviewCallback.for_pipeline(MyVideoPipeline(), convention="wan", keep=True, progress=False)
+    cb = PreviewCallback.for_pipeline(MyVideoPipeline(), keep=True, progress=False)
     latents = torch.randn(1, 4, 3, 8, 8)
     cb(MyVideoPipeline(), 0, 999, {"latents": latents})
     cb.close()
     assert len(cb.images[0][0]) == 3
     with pytest.raises(ValueError, match="frames must be one of all, first"):
-        PreviewCallback.for_pipeline(MyVideoPipeline(), convention="wan", frames="last")
+        PreviewCallback.for_pipeline(MyVideoPipeline(), frames="last")
+
+    class NoDecoder:
+        scheduler = wan.scheduler
+        transformer = wan.transformer  # works on 4-channel latents, not pixels
+
+    with pytest.raises(ValueError, match=r"NoDecoder has no latent decoder \(vae, movq, vqgan, vqvae\).*nothing to "
+                                         "preview"):
+        PreviewCallback.for_pipeline(NoDecoder())
 
 
 def test_fit_command_fills_the_cache_for_a_pipeline_folder(tmp_path, monkeypatch, capsys):
@@ -250,7 +256,7 @@ def test_fit_command_fills_the_cache_for_a_pipeline_folder(tmp_path, monkeypatch
 
     monkeypatch.setattr(previewers.first_use, "fit_for_vae", lambda *a, **k: pytest.fail("not taken from the cache"))
     cb = PreviewCallback.for_pipeline(pipe, height=SIZE, width=SIZE)
-    assert cb.previewer.meta["space"] == "qwenimage"
+    assert cb.previewer.meta["space"] == bind(pipe).convention.name
     assert main(["fit", "--pipeline", str(tmp_path)]) == 2
     assert "no model_index.json" in capsys.readouterr().err
     assert main(["fit", "--teacher", "x"]) == 2
@@ -261,10 +267,8 @@ def test_flux_size_is_inferred_from_the_tokens_when_only_one_shape_fits():
     from test_callback import build as build_flux
     from test_callback import mid_grey_affine
 
-    from previewers.packing import infer_size
-
-    assert infer_size(64 * 64, 8) == (1024, 1024) and infer_size(48 * 48, 8) is None  # 36x64 fits too
-    assert infer_size(48 * 64, 8) is None  # 768x1024 or 1024x768
+    assert infer_size(64 * 64, 16) == (1024, 1024) and infer_size(48 * 48, 16) is None  # 36x64 fits too
+    assert infer_size(48 * 64, 16) is None  # 768x1024 or 1024x768
     pipe, kwargs = build_flux("flux1")  # default size 128 · 2 = 256 px; the run is 16x16 or 32x16
     pipe.set_progress_bar_config(disable=True)
     for height, width, expected in ((SIZE, SIZE, None), (2 * SIZE, SIZE, "height=/width= to PreviewCallback")):
@@ -285,7 +289,6 @@ def test_fit_against_a_real_trained_decoder(shared):
     first use gets a usable previewer (measured 24.4 dB held-out, constant colour 13.5 dB)."""
     from safetensors.torch import load_file
 
-    from previewers.conventions import PipelineLatents
     from previewers.first_use import fit_for_vae
 
     vae = diffusers.AutoencoderTiny(latent_channels=4)
@@ -295,6 +298,8 @@ def test_fit_against_a_real_trained_decoder(shared):
         index, rest = k.split(".", 1)  # TAESD's decoder starts with its clamp layer, AutoencoderTiny's does not
         weights[f"decoder.layers.{int(index) - 1}.{rest}"] = v.float()
     vae.load_state_dict(weights)
-    previewer = fit_for_vae(PipelineLatents(CONVENTIONS["sd1"], vae.eval(), factor=8), progress=False)
+    latents = bind_vae(vae.eval())
+    assert latents.factor == 8  # AutoencoderTiny's config states no compression: measured by one decode
+    previewer = fit_for_vae(latents, progress=False)
     metrics = previewer.meta["metrics"]
     assert metrics["clean"]["psnr"] > 22 and metrics["clean"]["psnr"] > metrics["constant_colour"]["psnr"] + 8

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from previewers.spaces import SPACES
+from previewers.conventions import SPACES
 from training.metrics import psnr
 from training.peers import PEERS, peer_file
 from training.published import TABLES, as_previewer

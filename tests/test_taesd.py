@@ -59,7 +59,7 @@ def test_tiny_pipeline_with_the_shared_decoder_file_gives_8x_previews(shared, tm
 def test_bad_taesd_inputs_give_one_clear_error_each(shared, tmp_path):
     pipe, _ = build("sd")
     with pytest.raises(ValueError, match="taef1_decoder.safetensors' takes 16-channel latents, but StableDiffusionPipeline's "
-                                         "VAE makes 4-channel ones"):
+                                         "latents have 4 channels"):
         PreviewCallback.for_pipeline(pipe, previewer=teacher_file(shared, "taef1"))
     encoder = shared / "models" / "teachers" / "taesd_encoder.safetensors"
     with pytest.raises(ValueError, match=r"taesd_encoder.safetensors: is a TAESD encoder .*needs the decoder file "

@@ -1,5 +1,7 @@
 """`latent-preview fit --pipeline DIR`: the fit `previewer="auto"` does on first use, run offline for a
-local diffusers pipeline folder, so that the first generation starts with the cache already filled."""
+local diffusers pipeline folder, so that the first generation starts with the cache already filled; then the
+day-one conv net against the same VAE (training/day_one.py), cached beside it, which `auto` takes from then on
+when it scores higher on the held-out crops."""
 
 import json
 from pathlib import Path
@@ -7,8 +9,7 @@ from pathlib import Path
 import diffusers
 
 from previewers.conventions import bind
-from previewers.first_use import cache_path, fitted_previewer
-from previewers.pipeline_space import resolve_convention, vae_mismatch
+from previewers.first_use import cache_path, cached_entries, fitted_previewer, net_path
 from previewers.weightfile import save
 
 from .gradient import resolve_device
@@ -34,17 +35,40 @@ def load_vae_only(folder) -> "diffusers.DiffusionPipeline":
         raise ValueError(f"{folder}: could not load its VAE ({e})") from None
 
 
-def fit_pipeline_folder(folder, device: str = "auto", convention=None, out=None):
-    """Fit (again) the first-use previewer for the pipeline in `folder`; returns (previewer, cache file).
-    `out`: also save a copy there."""
+def fit_pipeline_folder(folder, device: str = "auto", space=None, out=None, net: bool = True,
+                        net_steps: int | None = None, net_crops: int | None = None, budget_s: float | None = None,
+                        resume: bool = False, progress: bool = True):
+    """Fit (again) the first-use previewer for the pipeline in `folder`, then (with `net`) train the day-one net;
+    returns (previewer, cache file): the net and its entry when it was trained, else the closed form and its.
+    `space`: the shipped space its latents are in, when its VAE's config does not say; `out`: also save the
+    returned previewer there; net_steps/net_crops/budget_s: the net's Adam steps, crops and wall-clock budget
+    (training.day_one defaults: the shipped nets' schedule); `resume`: continue a killed net fit from its
+    checkpoint (the closed form is kept when it is cached)."""
+    from .day_one import CROPS, STEPS, train_day_one_net
+
+    if resume and not net:
+        raise ValueError("--resume continues the net's fit; it cannot go with --no-net")
+    for flag, value in (("--net-steps", net_steps), ("--net-crops", net_crops)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
+    if budget_s is not None and budget_s <= 0:
+        raise ValueError(f"--net-budget must be positive, got {budget_s}")
+    if not net and any(v is not None for v in (net_steps, net_crops, budget_s)):
+        raise ValueError("--net-steps, --net-crops and --net-budget set the net's fit; they cannot go with --no-net")
     pipe = load_vae_only(folder)
     pipe.vae.to(resolve_device(device))
-    conv = resolve_convention(pipe, convention=convention)
-    if conv.shared_space is not None and vae_mismatch(pipe, conv.shared_space) is None:
-        print(f"note: {type(pipe).__name__}'s VAE matches the shipped {conv.shared_space} previewers, which "
+    latents = bind(pipe, space=space)
+    if latents.convention.space is not None:
+        print(f"note: {type(pipe).__name__}'s VAE matches the shipped {latents.convention.space} previewers, which "
               f"previewer='auto' uses; fitting one against it anyway")
-    latents = bind(pipe, conv)
-    previewer = fitted_previewer(latents, refit=True)
+    refit = not (resume and "closed_form" in cached_entries(latents))
+    previewer = fitted_previewer(latents, refit=refit, progress=progress) if refit else cached_entries(latents)["closed_form"]
+    cached = cache_path(latents)
+    if net:
+        previewer = train_day_one_net(latents, steps=net_steps or STEPS, crops=net_crops or CROPS, budget_s=budget_s,
+                                      device=device, resume=resume, scheduler=getattr(pipe, "scheduler", None),
+                                      progress=progress)
+        cached = net_path(cached)
     if out is not None:
         save(previewer, out)
-    return previewer, cache_path(latents)
+    return previewer, cached

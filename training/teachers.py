@@ -18,7 +18,7 @@ import diffusers
 import torch
 
 from previewers import taesd
-from previewers.conventions import CONVENTIONS, PipelineLatents
+from previewers.conventions import bind_vae
 
 SCALE_SHIFT_CLASSES = (diffusers.AutoencoderKL, diffusers.AutoencoderTiny)
 BATCHNORM_CLASSES = (diffusers.AutoencoderKLFlux2,)
@@ -74,14 +74,11 @@ class Teacher:
             raise ValueError(f"{type(vae).__name__} is not a supported VAE (supported: {SUPPORTED})")
         vae = vae.to(torch.float32).eval().requires_grad_(False)
         config = vae.config
-        factor = 2 ** (len(config.block_out_channels) - 1)
-        if isinstance(vae, BATCHNORM_CLASSES):
-            space_info, convention = batchnorm_space(vae), CONVENTIONS["flux2"]
-        else:
-            space_info = scale_shift_space(vae)
-            # the SD3/FLUX.1 pipelines' (z - shift) · scale, or SDXL's per-channel statistics when the config has them
-            convention = CONVENTIONS["sdxl" if "latents_mean" in space_info else "sd3"]
-        latents = PipelineLatents(convention, vae, factor)
+        # the SD3/FLUX.1 pipelines' (z - shift) · scale, SDXL's per-channel statistics when the config has them,
+        # or FLUX.2's BatchNorm statistics: as a pipeline holding this VAE would normalise (previewers/conventions.py)
+        latents = bind_vae(vae)
+        factor = latents.factor
+        space_info = batchnorm_space(vae) if isinstance(vae, BATCHNORM_CLASSES) else scale_shift_space(vae)
         return cls(
             name=name or type(vae).__name__,
             latent_channels=int(config.latent_channels),

@@ -27,7 +27,7 @@ def run(args) -> int:
     from ..images import image_format, resize, save_atomic, to_uint8
     from ..latents_io import read_latents
     from ..nonfinite import warn_nonfinite
-    from ..packing import unpack_tokens
+    from ..conventions import unpack_tokens
     from ..plural import plural
     from ..registry import load
 
@@ -48,8 +48,8 @@ def run(args) -> int:
             raise ValueError(f"{args.latents}: --height/--width unpack FLUX tokens (N, 4·C) or (B, N, 4·C), "
                              f"but the file holds shape {shape}")
         try:
-            latents = unpack_tokens(latents if latents.ndim == 3 else latents[None], args.height, args.width,
-                                    args.vae_scale_factor)
+            latents = unpack_tokens(latents if latents.ndim == 3 else latents[None], previewer.latent_channels,
+                                    args.height, args.width, args.vae_scale_factor)
         except ValueError as e:
             raise ValueError(f"{args.latents}: {e}") from None
     elif latents.ndim == 3:

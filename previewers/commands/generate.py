@@ -52,17 +52,17 @@ def previewer_for(method: str, pipe):
     for the pipeline's latent space; anything else goes to PreviewCallback.for_pipeline as it is."""
     from ..callback import auto_previewer
     from ..families import FAMILIES
-    from ..pipeline_space import resolve_convention
+    from ..conventions import derive
 
     if method == "taesd":
         raise ValueError("--preview taesd needs the decoder file: pass its path, e.g. --preview taesd_decoder.safetensors "
                          "(taesd for SD 1.x/2.x, taesdxl, taesd3, taef1, taef2 for FLUX.2)")
     if method in FAMILIES:
-        convention = resolve_convention(pipe)
-        if convention.shared_space is None:
+        convention = derive(pipe)
+        if convention.space is None:
             raise ValueError(f"--preview {method}: no previewers are shipped for {type(pipe).__name__}'s latents "
-                             f"({convention.family}); use --preview auto (fits one against its VAE) or vae")
-        return auto_previewer(convention.shared_space, families=(method,))
+                             f"({convention.name}); use --preview auto (fits one against its VAE) or vae")
+        return auto_previewer(convention.space, families=(method,))
     return method
 
 

@@ -7,7 +7,7 @@ def add_arguments(parser):
 
 def run(args) -> int:
     from ..registry import available, weights_dir
-    from ..spaces import get_space
+    from ..conventions import get_space
     from ..weightfile import read_config
 
     if args.space is not None:

@@ -16,10 +16,23 @@ def add_arguments(parser):
     first_use = parser.add_argument_group("fit on first use")
     first_use.add_argument("--pipeline", metavar="DIR",
                            help="diffusers pipeline folder: fit against its own VAE, offline, the previewer that "
-                                "previewer='auto' fits on first use, and store it in the cache (also --out FILE, "
-                                "--device, --convention); the options below are then not used")
-    first_use.add_argument("--convention", help="for a pipeline class not recognised: the family whose latent "
-                                                "convention it shares (e.g. wan, qwenimage)")
+                                "previewer='auto' fits on first use, then train the day-one conv net (the design "
+                                "shipped for that latent width) against the same VAE, and store both in the cache, "
+                                "where 'auto' takes the one with the higher held-out PSNR (also --out FILE for the "
+                                "net, --device, --resume, and --space when its VAE's config does not say which "
+                                "shipped space its latents are in); the other options below are then not used. "
+                                "A command to leave running: progress bars show the time left")
+    first_use.add_argument("--no-net", action="store_true",
+                           help="with --pipeline: fit the closed form only (seconds to minutes), no net")
+    first_use.add_argument("--net-steps", type=int,
+                           help="with --pipeline: Adam steps of the net (default 15000, the shipped nets' schedule; "
+                                "early stopping may end sooner)")
+    first_use.add_argument("--net-crops", type=int,
+                           help="with --pipeline: training crops the VAE encodes and decodes for the net (default "
+                                "2048; cached per VAE, so a rerun or --resume reuses them)")
+    first_use.add_argument("--net-budget", type=float, metavar="SECONDS",
+                           help="with --pipeline: stop the net's fit (pairs included) after this many seconds, "
+                                "keeping its best state so far")
     teacher = parser.add_argument_group("teacher")
     teacher.add_argument("--teacher",
                          help="decoder to imitate: a TAESD-family decoder file (its _encoder sibling is found "
@@ -170,7 +183,7 @@ def family_args(text: str | None, families: list[str]) -> dict:
 
 def open_teacher(args):
     """(teacher, fingerprint) for --teacher/--encoder/--vae-config, checked against --space."""
-    from previewers.spaces import get_space
+    from previewers.conventions import get_space
     from training.data import fingerprint
     from training.gradient import resolve_device
     from training.teachers import load_teacher
@@ -208,9 +221,16 @@ def run(args) -> int:
     if args.pipeline:
         from training.pipeline_folder import fit_pipeline_folder
 
-        previewer, cached = fit_pipeline_folder(args.pipeline, args.device, args.convention, args.out)
-        print(f"cached {cached}" + (f" and wrote {args.out}" if args.out else ""))
+        previewer, cached = fit_pipeline_folder(args.pipeline, args.device, args.space, args.out, net=not args.no_net,
+                                                net_steps=args.net_steps, net_crops=args.net_crops,
+                                                budget_s=args.net_budget, resume=args.resume)
+        print(f"cached {cached} ({previewer.family}, held-out PSNR {previewer.meta['metrics']['clean']['psnr']:.2f} dB)"
+              + (f" and wrote {args.out}" if args.out else ""))
         return 0
+    for flag, value in (("--no-net", args.no_net), ("--net-steps", args.net_steps), ("--net-crops", args.net_crops),
+                        ("--net-budget", args.net_budget)):
+        if value not in (None, False):
+            raise ValueError(f"{flag} goes with --pipeline DIR")
     missing = [f"--{name}" for name in REQUIRED if not getattr(args, name)]
     if missing:
         raise ValueError(f"{', '.join(missing)} required (or fit for a pipeline folder with --pipeline DIR)")
@@ -232,7 +252,7 @@ def run(args) -> int:
 
 
 def fit_all(args, world) -> int:
-    from previewers.spaces import get_space
+    from previewers.conventions import get_space
     from previewers.weightfile import save
     from training.data import Crops, default_cache_dir, make_pairs
     from training.fit import build_for, fit
