@@ -178,7 +178,13 @@ class PreviewCallback:
         elif isinstance(previewer, str) and previewer in ("auto", "fit"):
             from .first_use import fitted_previewer
 
-            previewer = fitted_previewer(latents, refit=previewer == "fit", progress=progress)
+            try:
+                previewer = fitted_previewer(latents, refit=previewer == "fit", progress=progress)
+            except Exception as e:
+                raise ValueError(f"{type(pipe).__name__}: no shipped previewer takes its {convention.vae_class} latents, "
+                                 f"and fitting one against the VAE failed ({type(e).__name__}: {e}); pass "
+                                 "previewer='vae' (exact, a full decode per preview) or a previewer fitted for it"
+                                 ) from e
         elif isinstance(previewer, str) and previewer == "vae":
             previewer = VaePreview(latents)
         name = f"previewer {str(previewer)!r}" if isinstance(previewer, (str, os.PathLike)) else None

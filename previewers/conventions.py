@@ -3,14 +3,15 @@
 A convention is read off the pipeline object (diffusers is never imported here):
 - the decoder: the component that decodes latents (`vae`; `movq` for Kandinsky; `vqgan` for Stable Cascade),
   or none for pixel-space pipelines (DeepFloyd IF, pixel DiTs), whose "latents" are RGB in [-1, 1];
-- the decoder's config: latent channels, spatial and temporal compression, and the normalisation the pipelines
-  undo before decoding, z = x · a + b per channel, from the first that applies:
+- the decoder: its latent channels (config), its spatial compression (measured by one tiny decode, see
+  spatial_factor), its temporal compression, and the normalisation the pipelines undo before decoding,
+  z = x · a + b per channel, from the first that applies:
     "batchnorm"    BatchNorm statistics (`vae.bn`, FLUX.2's VAE): on 2x2-patchified latents, a = √(var + eps), b = mean;
     "mean_std"     `latents_mean`/`latents_std` (config or VAE buffers: Wan, Qwen-Image, LTX, Mochi, SDXL variants):
                    a = std / scaling_factor (1 when absent), b = mean;
     "scale_shift"  a = 1 / scaling_factor, b = shift_factor (0 when absent: SD, SD3, FLUX.1, CogVideoX, Sana, ...);
   and whether it decodes frames (B, C, T, h, w) (it holds 3-D convolutions) or takes `num_frames` (SVD);
-- the pipeline's attributes: `vae_scale_factor*`, `transformer_*_patch_size`, default image size.
+- the pipeline's attributes: `vae_scale_factor_temporal`, `transformer_*_patch_size`, default image size.
 The layout of each step's latents is read from their shape: (B, C, h, w); (B, C, T, h, w), (B, T, C, h, w) or
 channels-last (B, T, h, w, C); (B, C·p², h/p, w/p) patchified; or packed tokens (B, T'·H'·W', C·pt·p·p), feature
 order (C, pt, p, p) as every diffusers `_pack_latents` writes it, which need the image size in pixels.
@@ -158,27 +159,37 @@ def matching_space(vae, normalisation: str, channels: int) -> str | None:
     return None
 
 
-def spatial_factor(pipe, vae) -> int:
-    """Pixels per latent along a side: as the pipeline computes it, else from its decoder's config, else measured."""
-    for name in ("vae_scale_factor_spatial", "vae_spatial_scale_factor", "vae_scale_factor", "movq_scale_factor"):
-        value = getattr(pipe, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    config = vae.config
-    value = config_get(config, "spatial_compression_ratio", "scale_factor_spatial")
-    if value is None and config_get(config, "block_out_channels"):
-        value = 2 ** (len(config_get(config, "block_out_channels")) - 1)  # one 2x step between blocks
-    if value is None:  # nothing states it: decode an 8x8 latent once and measure
-        channels = latent_channels(vae)
-        shape = (1, channels, 1, 8, 8) if is_frame_vae(vae) else (1, channels, 8, 8)
+def spatial_factor(pipe, vae, decode_kwargs: dict) -> int:
+    """Pixels per latent along a side, measured: one decode of an 8x8 latent (milliseconds on a GPU, well under a
+    second on a CPU). Pipelines' own attributes disagree on what they count (Bria's `vae_scale_factor` is pixels per
+    2x2 token, FLUX's per latent) and tiny test configs can contradict their decoders, so what the decoder does is
+    the one fact all agree on. Where the decode fails, the config's or the pipeline's stated factor is taken."""
+    channels = latent_channels(vae)
+    shape = (1, channels, 1, 8, 8) if is_frame_vae(vae) else (1, channels, 8, 8)
+    kwargs = dict(decode_kwargs)
+    if "num_frames" in inspect.signature(vae.decode).parameters:
+        kwargs["num_frames"] = 1
+    if config_get(vae.config, "timestep_conditioning"):
+        kwargs["temb"] = torch.zeros(1, device=vae.device, dtype=vae.dtype)
+    try:
         with torch.no_grad():
-            out = vae.decode(torch.zeros(shape, device=vae.device, dtype=vae.dtype), return_dict=False)[0]
-        value = out.shape[-1] // 8
+            out = vae.decode(torch.zeros(shape, device=vae.device, dtype=vae.dtype), return_dict=False, **kwargs)[0]
+        return max(1, out.shape[-1] // 8)
+    except Exception:  # noqa: BLE001 - a decoder that cannot decode a zero latent: fall back on what is stated
+        pass
+    value = config_get(vae.config, "spatial_compression_ratio", "scale_factor_spatial")
+    for name in ("vae_scale_factor_spatial", "vae_spatial_scale_factor", "vae_spatial_compression_ratio",
+                 "vae_scale_factor", "movq_scale_factor"):
+        if value is None and isinstance(getattr(pipe, name, None), int):
+            value = getattr(pipe, name)
+    if value is None:
+        raise ValueError(f"cannot tell how many pixels {type(vae).__name__} decodes per latent: its config and "
+                         f"{type(pipe).__name__} state none, and a test decode failed")
     return int(value)
 
 
 def temporal_factor(pipe, vae) -> int:
-    for name in ("vae_scale_factor_temporal", "vae_temporal_scale_factor"):
+    for name in ("vae_scale_factor_temporal", "vae_temporal_scale_factor", "vae_temporal_compression_ratio"):
         value = getattr(pipe, name, None)
         if isinstance(value, int) and value > 0:
             return value
@@ -237,7 +248,7 @@ def derive(pipe, space: str | None = None) -> Convention:
         if SPACES[space].channels != channels:
             raise ValueError(f"{cls}'s decoder makes {channels}-channel latents; space {space!r} has "
                              f"{SPACES[space].channels}")
-    factor = spatial_factor(pipe, vae)
+    factor = spatial_factor(pipe, vae, exception.decode_kwargs if exception else {})
     return Convention(
         decoder=name, vae_class=type(vae).__name__, channels=channels, spatial=factor,
         temporal=temporal_factor(pipe, vae), normalisation=normalisation, patch=patch, frame_vae=is_frame_vae(vae),

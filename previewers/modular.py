@@ -23,12 +23,14 @@ Chunk loops (Helios, Wan-Animate 2, MiniMax Music 3) iterate over temporal chunk
 denoising steps as a plain Python loop inside one leaf block; a sub-block cannot see those steps, so they are left
 alone and listed in `handle.skipped`.
 
-Composing blocks yourself, insert the same step by hand, after the loop's scheduler step (before `init_pipeline()`,
-which deep-copies the blocks; the copy shares `on_step`):
+Composing blocks yourself, place the step by hand where you want it (before `init_pipeline()`, which deep-copies the
+blocks; the copies share `on_step`); `add_preview_steps` (and so `PreviewCallback.for_pipeline`) then takes over the
+placed steps instead of adding its own:
 
     loop = blocks.sub_blocks["denoise"]              # your LoopSequentialPipelineBlocks
-    loop.sub_blocks.insert("latent_preview", preview_step(cb.on_step, loop), len(loop.sub_blocks))
+    loop.sub_blocks.insert("latent_preview", preview_step(print, loop), len(loop.sub_blocks))
     pipe = blocks.init_pipeline(...)
+    cb = PreviewCallback.for_pipeline(pipe)          # the placed step now calls cb.on_step; cb.close() hands it back
 
 (`loop.sub_blocks["latent_preview"] = preview_step(cb.on_step, loop)` is the same: a new key goes last.)
 Passing `loop` lets the step repeat the outputs the loop's previous last sub-block declares, so the loop's
@@ -223,6 +225,7 @@ class PreviewSteps:
     pipe: object
     name: str
     inserted: list = field(default_factory=list)  # (path, loop, original sub_blocks dict, new sub_blocks dict)
+    rebound: list = field(default_factory=list)  # (step placed by hand, its own on_step)
     skipped: list = field(default_factory=list)  # (path, loop class name, reason)
 
     @property
@@ -235,7 +238,8 @@ def add_preview_steps(pipe, on_step, name: str = STEP_NAME) -> PreviewSteps:
 
     on_step(step=, timestep=, latents=, total=, size=) runs after each scheduler step; see the module docstring.
     Returns a handle for `remove_preview_steps`. The pipeline's inputs, outputs and results are unchanged.
-    Raises ValueError for a pipeline that is not modular, has no denoising loop, or already has a step `name`.
+    A loop that already holds a step `name` placed by hand (`preview_step`) keeps it where it is, calling `on_step`
+    until removal. Raises ValueError for a pipeline that is not modular or has no denoising loop.
     """
     if not is_modular(pipe):
         raise ValueError(f"{type(pipe).__name__} is not a diffusers ModularPipeline; pass "
@@ -249,9 +253,11 @@ def add_preview_steps(pipe, on_step, name: str = STEP_NAME) -> PreviewSteps:
         raise ValueError(f"{type(pipe).__name__} has no denoising loop (LoopSequentialPipelineBlocks stepping "
                          f"over timesteps) to preview" + (f"; chunk loops: {', '.join(p for p, _ in chunks)}"
                                                           if chunks else ""))
-    for path, loop in loops:
-        if name in loop.sub_blocks:
-            raise ValueError(f"denoising loop {path!r} already has a sub-block {name!r} (previews already added?)")
+    placed = [loop.sub_blocks[name] for _, loop in loops if name in loop.sub_blocks]
+    for step in placed:
+        handle.rebound.append((step, step.on_step))
+        step.on_step = on_step
+    loops = [(path, loop) for path, loop in loops if name not in loop.sub_blocks]
     before = io_signature(blocks)
     state_names = _state_names(blocks)
     try:
@@ -277,7 +283,11 @@ def add_preview_steps(pipe, on_step, name: str = STEP_NAME) -> PreviewSteps:
 
 
 def remove_preview_steps(handle: PreviewSteps) -> None:
-    """Undo add_preview_steps: every loop gets back its original sub_blocks (same object, order and contents)."""
+    """Undo add_preview_steps: every loop gets back its original sub_blocks (same object, order and contents), and
+    steps placed by hand their own on_step."""
+    for step, on_step in handle.rebound:
+        step.on_step = on_step
+    handle.rebound.clear()
     for path, loop, original, new in reversed(handle.inserted):
         if loop.sub_blocks is new:
             loop.sub_blocks = original

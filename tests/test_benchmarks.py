@@ -60,6 +60,28 @@ def test_overhead_quick_writes_the_table(tmp_path):
     rows = [line for line in text.splitlines() if line.startswith("| tiny |")]
     assert [row.split(" | ")[3] for row in rows] == ["callback, no files", "callback, PNG per step"]
     assert all(row.rstrip(" |").endswith("%") for row in rows)
+    layouts = {line.split(" | ")[0].lstrip("| "): line.split(" | ") for line in text.splitlines()
+               if line.startswith(("| SD 1.5 |", "| FLUX.1 |", "| Wan 2.1 |"))}
+    assert set(layouts) == {"SD 1.5", "FLUX.1", "Wan 2.1"}
+    assert layouts["FLUX.1"][1].startswith("FluxPipeline") and layouts["FLUX.1"][2] == "(1, 64, 64)"
+    assert layouts["FLUX.1"][4] in ("flux1-affine", "affine (default args)")  # the shipped one where weights/ is
+    assert layouts["Wan 2.1"][1].startswith("WanPipeline") and layouts["Wan 2.1"][2] == "(1, 16, 2, 8, 8)"
+    assert layouts["SD 1.5"][6] == "1.00×" and all(cells[5].endswith("%") for cells in layouts.values())
+    assert layouts["FLUX.1"][7].endswith("of (1, 16, 16, 16) |") and layouts["Wan 2.1"][7].endswith("of (2, 16, 8, 8) |")
+    assert "- Wan 2.1: WanPipeline 64x64, 5 frames, 2 steps: 2 previews" in text
+
+
+def test_overhead_layouts_are_the_real_latent_shapes():
+    """FLUX.1 at 1024²: 4,096 tokens of 2x2 patches of 16-channel 128² latents; Wan 2.1 at 480x832, 81 frames:
+    21 latent frames of 60x104 (the narrow VAEs have the real compression)."""
+    flux, _ = overhead.build_layout_pipeline("flux1", CPU, torch.float32)
+    wan, _ = overhead.build_layout_pipeline("wan", CPU, torch.float32)
+    assert overhead.latent_shape("flux1", flux, *overhead.layout_size("flux1", False)) == (1, 4096, 64)
+    assert overhead.latent_shape("wan", wan, *overhead.layout_size("wan", False)) == (1, 16, 21, 60, 104)
+    assert overhead.latent_pixels("flux1", (1, 4096, 64)) == 128 * 128
+    assert overhead.control_shape("flux1", (1, 4096, 64)) == (1, 16, 128, 128)
+    assert overhead.control_shape("wan", (1, 16, 21, 60, 104)) == (21, 16, 60, 104)
+    assert (flux.vae.config.scaling_factor, flux.vae.config.shift_factor) == (0.3611, 0.1159)
 
 
 def test_png_run_writes_one_preview_per_step(tmp_path):

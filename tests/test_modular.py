@@ -105,8 +105,6 @@ def test_failing_on_step_never_breaks_the_run():
         warnings.simplefilter("always")
         assert torch.equal(pipe(**fresh(kwargs), output="images"), reference)
     assert sum("latent preview step failed" in str(w.message) for w in caught) == 1  # once, not per step
-    with pytest.raises(ValueError, match="already"):
-        add_preview_steps(pipe, broken)
     remove_preview_steps(handle)
 
 
@@ -138,6 +136,18 @@ def test_hand_inserted_step():
     composed.update_components(**{k: v for k, v in pipe.components.items() if k in ("transformer", "vae", "scheduler")})
     assert torch.equal(composed(**fresh(kwargs), output="images"), reference)
     assert [c["step"] for c in calls] == [0, 1]
+
+    # the callback takes over the placed steps (no second step), and hands them back on close()
+    from previewers import PreviewCallback
+
+    loops = snapshot(composed)
+    cb = PreviewCallback.for_pipeline(composed, keep=True, height=kwargs["height"], width=kwargs["width"])
+    assert snapshot(composed) == loops
+    assert torch.equal(composed(**fresh(kwargs), output="images"), reference)
+    assert sorted(cb.images) == [0, 1] and len(calls) == 2
+    cb.close()
+    composed(**fresh(kwargs), output="images")
+    assert [c["step"] for c in calls] == [0, 1, 0, 1]
 
 
 def test_not_modular():
