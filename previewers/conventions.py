@@ -78,6 +78,9 @@ EXCEPTIONS = (
                                           "self.vqgan.decode(latents * self.vqgan.config.scale_factor)"),
     Exception_(None, "Kandinsky5", "scale", "kandinsky5/pipeline_kandinsky*.py: latents / self.vae.config.scaling_factor "
                                             "(no shift_factor, also for FLUX.1's VAE)"),
+    Exception_(None, "StableDiffusion3Inpaint", "scale", "stable_diffusion_3/pipeline_stable_diffusion_3_inpaint.py: "
+                                                         "self.vae.decode(latents / self.vae.config.scaling_factor) "
+                                                         "(no shift_factor, unlike the other SD3 pipelines)"),
 )
 
 

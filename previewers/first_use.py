@@ -11,11 +11,22 @@ encodes (their first latent frame), the colour map every later frame shares up t
 The result is a normal Previewer, its `meta` recording how it was fitted and its held-out PSNR
 (meta["metrics"]["clean"]["psnr"], beside a constant-colour baseline), saved under
 cache_root()/fitted/ named by a hash of the VAE's weights and the fit recipe: the next build, in
-any process, loads it instantly.
+any process, loads it instantly. The encoded and decoded crops are cached beside it (in pairs/), so a refit
+(`previewer="fit"`) and the net fit score on the same held-out crops without running the VAE again.
+
+Day-one nets: `latent-preview fit --pipeline DIR` (training/day_one.py) also trains the space's conv net
+against the same VAE and caches it as a second entry for the same digest (`-net`); `fitted_previewer` returns
+whichever cached entry scores the higher held-out PSNR (both are scored on the same held-out crops). On a CPU the
+first use fits only the closed form (seconds to a few minutes, never a net). On a GPU (`torch.cuda.is_available()`
+and the VAE on CUDA) with the `training` package importable, the first use also trains the net within
+GPU_NET_BUDGET_S seconds (set LATENT_PREVIEW_FIRST_USE_NET=0 to turn it off): that path was written without a
+GPU to measure it on, and its time is an untested budget, not a measurement.
 """
 
 import hashlib
+import importlib.util
 import json
+import os
 import platform
 import sys
 import time
@@ -26,6 +37,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from safetensors.torch import load_file as load_tensors
+from safetensors.torch import save_file as save_tensors
 
 from .cache import cache_root
 from .closed_form import fit_closed_form, set_normalisation
@@ -34,12 +47,17 @@ from .families import Previewer, build
 from .weightfile import load_file, save
 
 IMAGES = Path(__file__).resolve().parent / "fit_images"
-HELD_OUT = ("coffee", "rocket")  # photos whose crops only score the fit
+HELD_OUT = ("coffee", "rocket")  # photos whose crops only score the fits (closed form and net alike)
 CANDIDATES = (("affine", {}), ("conv", {"channels": [], "kernels": [3]}))
 CROP_LATENTS = 16  # crop side in latents: 128 px for an 8x VAE
-CROPS_PER_IMAGE = 4  # 28 crops: ~2 min on one CPU core for an SD-class VAE, seconds on a GPU
+CROPS_PER_IMAGE = 4  # held-out crops per HELD_OUT photo
+TRAIN_CROPS = 24  # closed-form training crops, spread over the other photos: with the held-out ones 32 crops,
+#                   ~2 min on one CPU core for an SD-class VAE, seconds on a GPU
 BATCH = 4  # crops per VAE call
-FIT_VERSION = 2  # bump when the recipe changes: older cache entries are then ignored
+FIT_VERSION = 3  # bump when the recipe changes: older cache entries are then ignored (3: 18 photos, cached pairs)
+NET_SUFFIX = "-net"  # the day-one net's cache entry: <closed-form entry's stem>-net.safetensors
+PAIRS_SUFFIX = "-first-use"  # pairs/<stem>-first-use: the closed form's encoded/decoded crops, train and held out
+GPU_NET_BUDGET_S = 120.0  # first use on a GPU: the net's whole fit (pairs and training); NOT measured (no GPU yet)
 
 
 def vae_digest(vae) -> str:
@@ -62,22 +80,42 @@ def cache_path(latents: PipelineLatents, folder: Path | None = None) -> Path:
     return (folder or cache_root() / "fitted") / f"{convention.name}-{name}.safetensors"
 
 
+def net_path(path: Path) -> Path:
+    """The day-one net's cache entry beside the closed form's entry `path` (same VAE digest and recipe)."""
+    return path.with_name(path.stem + NET_SUFFIX + path.suffix)
+
+
+def pairs_path(path: Path) -> Path:
+    """Where first_use_pairs caches the crops for the entry `path`: in pairs/ beside it, with the net's pairs."""
+    return path.parent / "pairs" / (path.stem + PAIRS_SUFFIX + path.suffix)
+
+
+def image_names() -> list[str]:
+    return sorted(p.stem for p in IMAGES.glob("*.jpg"))
+
+
 def crops(side: int, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Photo name → (CROPS_PER_IMAGE, 3, side, side) float crops in [0, 1]; each photo is first
-    downscaled to a short side of 2·side, so crops show whole objects as well as detail."""
+    """Photo name → (k, 3, side, side) float crops in [0, 1]: CROPS_PER_IMAGE for each HELD_OUT photo, and
+    TRAIN_CROPS spread round-robin over the others. Each photo is first downscaled to a short side of 2·side, so
+    crops show whole objects as well as detail."""
     generator = torch.Generator().manual_seed(seed)
+    names = image_names()
+    training = [n for n in names if n not in HELD_OUT]
+    counts = {n: CROPS_PER_IMAGE if n in HELD_OUT else
+              TRAIN_CROPS // len(training) + (training.index(n) < TRAIN_CROPS % len(training)) for n in names}
     out = {}
-    for path in sorted(IMAGES.glob("*.jpg")):
-        with Image.open(path) as im:
+    for name in names:
+        with Image.open(IMAGES / f"{name}.jpg") as im:
             im = im.convert("RGB")
             scale = 2 * side / min(im.size)
             im = im.resize((max(side, round(im.width * scale)), max(side, round(im.height * scale))),
                            Image.Resampling.LANCZOS)
             pixels = torch.from_numpy(np.array(im)).permute(2, 0, 1).float() / 255
         h, w = pixels.shape[1:]
-        tops = torch.randint(0, h - side + 1, (CROPS_PER_IMAGE,), generator=generator)
-        lefts = torch.randint(0, w - side + 1, (CROPS_PER_IMAGE,), generator=generator)
-        out[path.stem] = torch.stack([pixels[:, t:t + side, s:s + side] for t, s in zip(tops.tolist(), lefts.tolist())])
+        tops = torch.randint(0, h - side + 1, (counts[name],), generator=generator)
+        lefts = torch.randint(0, w - side + 1, (counts[name],), generator=generator)
+        if counts[name]:
+            out[name] = torch.stack([pixels[:, t:t + side, s:s + side] for t, s in zip(tops.tolist(), lefts.tolist())])
     return out
 
 
@@ -101,20 +139,53 @@ def mean_psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
     return float((10 * torch.log10(1 / mse)).mean())
 
 
-def fit_for_vae(latents: PipelineLatents, progress: bool = True) -> Previewer:
-    """A closed-form previewer fitted against `latents.vae` as the pipeline decodes (see the module docstring)."""
+def first_use_pairs(latents: PipelineLatents, progress: bool = True, folder: Path | None = None,
+                    refresh: bool = False) -> dict[str, torch.Tensor]:
+    """{"train_x", "train_y", "held_x", "held_y"}: the closed form's training crops and the held-out crops every
+    fit for this VAE is scored on, encoded and decoded by `latents` (pairs()); made once per VAE and convention and
+    cached (pairs_path), unless `refresh`."""
     from tqdm import tqdm
 
-    start = time.perf_counter()
-    vae_name = type(latents.vae).__name__
+    path = pairs_path(cache_path(latents, folder))
+    if path.is_file() and not refresh:
+        try:
+            cached = load_tensors(path)
+            if set(cached) == {"train_x", "train_y", "held_x", "held_y"}:
+                return cached
+        except Exception:  # a torn or foreign file is recomputed, not trusted
+            pass
     side = CROP_LATENTS * latents.factor
     photos = crops(side)
     train_names = [n for n in photos if n not in HELD_OUT]
     total = sum(len(c) for c in photos.values())
+    vae_name = type(latents.vae).__name__
     with tqdm(total=total, unit="crop", disable=not progress,
               desc=f"latent-preview: fitting a previewer to {vae_name} (first use, cached afterwards); encode+decode") as bar:
         train_x, train_y = pairs(latents, torch.cat([photos[n] for n in train_names]), bar)
         held_x, held_y = pairs(latents, torch.cat([photos[n] for n in HELD_OUT]), bar)
+    out = {"train_x": train_x.contiguous(), "train_y": train_y.contiguous(), "held_x": held_x.contiguous(),
+           "held_y": held_y.contiguous()}
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+        try:
+            save_tensors(out, str(tmp))
+            tmp.replace(path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    except OSError:
+        pass  # the fit still works; the next one encodes again
+    return out
+
+
+def fit_for_vae(latents: PipelineLatents, progress: bool = True, folder: Path | None = None) -> Previewer:
+    """A closed-form previewer fitted against `latents.vae` as the pipeline decodes (see the module docstring)."""
+    start = time.perf_counter()
+    vae_name = type(latents.vae).__name__
+    side = CROP_LATENTS * latents.factor
+    made = first_use_pairs(latents, progress=progress, folder=folder)
+    train_x, train_y, held_x, held_y = made["train_x"], made["train_y"], made["held_x"], made["held_y"]
+    train_names = [n for n in image_names() if n not in HELD_OUT]
     results = []
     for family, args in CANDIDATES:
         previewer = build(family, latents.channels, **args)
@@ -134,7 +205,7 @@ def fit_for_vae(latents: PipelineLatents, progress: bool = True) -> Previewer:
             "method": "least squares, fitted on first use",
             "family": family,
             "args": previewer.args,
-            "data": f"{len(train_names) * CROPS_PER_IMAGE} crops of {side} px from previewers/fit_images "
+            "data": f"{len(train_x)} crops of {side} px from previewers/fit_images "
                     f"({', '.join(train_names)})",
             "candidates": {f: round(p, 3) for p, f, _ in results},
             "device": str(latents.vae.device) if latents.vae.device.type != "cpu"
@@ -153,24 +224,81 @@ def fit_for_vae(latents: PipelineLatents, progress: bool = True) -> Previewer:
     return previewer
 
 
+def score(previewer, held: dict[str, torch.Tensor]) -> float:
+    """Held-out PSNR of `previewer` on first_use_pairs' held-out crops (the number fitted entries are chosen by)."""
+    with torch.no_grad():
+        return mean_psnr(previewer(held["held_x"]).float().cpu(), held["held_y"])
+
+
+def held_out_psnr(previewer) -> float:
+    try:
+        return float(previewer.meta["metrics"]["clean"]["psnr"])
+    except (KeyError, TypeError, ValueError):
+        return float("-inf")
+
+
+def cached_entries(latents: PipelineLatents, folder: Path | None = None) -> dict[str, Previewer]:
+    """{"closed_form": ..., "net": ...}: the cache entries for this VAE that load (damaged ones are left out)."""
+    path = cache_path(latents, folder)
+    out = {}
+    for kind, entry in (("closed_form", path), ("net", net_path(path))):
+        if entry.is_file():
+            try:
+                out[kind] = load_file(entry)
+            except ValueError:  # a damaged cache entry is refitted (closed form) or ignored (net), never fatal
+                pass
+    return out
+
+
+def best_entry(entries: dict[str, Previewer]) -> Previewer:
+    """The entry with the higher held-out PSNR (meta["metrics"]["clean"]["psnr"]); the closed form on a tie."""
+    order = [entries[k] for k in ("closed_form", "net") if k in entries]
+    return max(order, key=held_out_psnr)
+
+
+def net_on_first_use(latents: PipelineLatents) -> bool:
+    """Whether the first use also trains the day-one net: only with a CUDA GPU holding the VAE, the `training`
+    package importable and LATENT_PREVIEW_FIRST_USE_NET not "0". Never on a CPU, where it would block for minutes."""
+    if os.environ.get("LATENT_PREVIEW_FIRST_USE_NET", "1") == "0" or not torch.cuda.is_available():
+        return False
+    device = getattr(latents.vae, "device", None)
+    if getattr(device, "type", None) != "cuda":
+        return False
+    try:
+        return importlib.util.find_spec("training.day_one") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def fitted_previewer(latents: PipelineLatents, refit: bool = False, progress: bool = True,
                      folder: Path | None = None) -> Previewer:
-    """The cached fit for this VAE and convention, fitting (and caching) it when absent or when `refit`."""
+    """The best cached fit for this VAE and convention by held-out PSNR (the closed form, or the day-one net once
+    `latent-preview fit --pipeline` trained it), fitting (and caching) the closed form when it is absent or when
+    `refit`. On a GPU (net_on_first_use) a missing net is trained too, within GPU_NET_BUDGET_S seconds: that path
+    imports `training` lazily and was not measured here (no GPU was available when it was written)."""
     path = cache_path(latents, folder)
-    if path.is_file() and not refit:
+    entries = cached_entries(latents, folder)
+    if refit or not entries:
+        entries["closed_form"] = fit_for_vae(latents, progress=progress, folder=folder)
+        previewer = entries["closed_form"]
         try:
-            return load_file(path)
-        except ValueError:  # a damaged cache entry is refitted, not fatal
-            pass
-    previewer = fit_for_vae(latents, progress=progress)
-    try:
-        save(previewer, path)
-    except OSError as e:
-        warnings.warn(f"latent-preview: cannot cache the fitted previewer in {path.parent} ({e}); "
-                      "it will be fitted again next time (set LATENT_PREVIEW_CACHE to a writable folder)", stacklevel=2)
-    if progress:
-        metrics = previewer.meta["metrics"]
-        print(f"latent-preview: fitted {previewer.family} for {type(latents.vae).__name__} in "
-              f"{previewer.meta['recipe']['seconds']} s, held-out PSNR {metrics['clean']['psnr']:.1f} dB "
-              f"(constant colour {metrics['constant_colour']['psnr']:.1f} dB); cached as {path}", file=sys.stderr)
-    return previewer
+            save(previewer, path)
+        except OSError as e:
+            warnings.warn(f"latent-preview: cannot cache the fitted previewer in {path.parent} ({e}); "
+                          "it will be fitted again next time (set LATENT_PREVIEW_CACHE to a writable folder)", stacklevel=2)
+        if progress:
+            metrics = previewer.meta["metrics"]
+            print(f"latent-preview: fitted {previewer.family} for {type(latents.vae).__name__} in "
+                  f"{previewer.meta['recipe']['seconds']} s, held-out PSNR {metrics['clean']['psnr']:.1f} dB "
+                  f"(constant colour {metrics['constant_colour']['psnr']:.1f} dB); cached as {path}", file=sys.stderr)
+    if "net" not in entries and net_on_first_use(latents):
+        from training.day_one import (
+            train_day_one_net,  # lazily: only here, only on a GPU
+        )
+
+        try:
+            entries["net"] = train_day_one_net(latents, budget_s=GPU_NET_BUDGET_S, progress=progress, folder=folder)
+        except Exception as e:  # the closed form is a working preview: a failed net must not end the run
+            warnings.warn(f"latent-preview: training the day-one net on the GPU failed ({type(e).__name__}: {e}); "
+                          "previewing with the closed-form fit", stacklevel=2)
+    return best_entry(entries)

@@ -81,7 +81,7 @@ def build_for(teacher, family: str, args: dict | None = None):
 
 def fit(teacher, family: str, pairs, space: str, args: dict | None = None, device: str = "auto",
         ridge: float = 1e-5, reweight: int = 3, training: Training = Training(), progress: bool = True,
-        checkpoint=None, resume: bool = False, validation=None, init=None):
+        checkpoint=None, resume: bool = False, validation=None, init=None, deadline: float | None = None):
     """A `family` previewer (constructor `args`, defaults when None) fitted to `pairs` of `teacher`.
 
     Closed-form families (linear, affine, quadratic, one-layer conv) are solved by ridge least
@@ -90,7 +90,7 @@ def fit(teacher, family: str, pairs, space: str, args: dict | None = None, devic
     ones (`base` in args) from their closed-form base; `checkpoint`/`resume`/`validation` as in
     training.gradient.train. `init`: a previewer of the same family and arguments (a loaded weight file) to
     start Adam from instead, weights and normalisation, for a further run with a new step budget; the
-    recipe keeps its recipe under "init".
+    recipe keeps its recipe under "init". `deadline`: a time.perf_counter() value Adam stops at (training.gradient.train).
     The result carries meta: space, teacher and the full recipe (options, data, seed, device, seconds,
     versions; under torchrun also world_size and every process's device), ready for previewers.save.
     Under torchrun every process runs fit() on the same pairs: least squares and the normalisation
@@ -126,7 +126,7 @@ def fit(teacher, family: str, pairs, space: str, args: dict | None = None, devic
             start_from_closed_form(previewer, pairs, ridge, reweight, progress, world)
         summary = train(previewer, pairs, training, device=device, progress=progress, checkpoint=checkpoint,
                         resume=resume, validation=validation,
-                        init_digest=None if init is None else state_digest(init))
+                        init_digest=None if init is None else state_digest(init), deadline=deadline)
     previewer = previewer.cpu().eval().requires_grad_(False)
     if summary is not None:
         summary["dead_relus"] = dead_relus(previewer, pairs.latents[:256].float())

@@ -9,6 +9,7 @@ same bound cost nothing, everywhere else the gradient flows as for plain MSE.
 
 import copy
 import math
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,7 +130,8 @@ def load_checkpoint(path: Path, key: dict) -> dict | None:
 
 
 def train(previewer, pairs, settings: Training = Training(), device="cpu", progress: bool = True,
-          checkpoint=None, resume: bool = False, validation=None, init_digest: str | None = None) -> dict:
+          checkpoint=None, resume: bool = False, validation=None, init_digest: str | None = None,
+          deadline: float | None = None) -> dict:
     """Train `previewer` (normalisation already set) on `pairs` in place; returns a summary
     {steps, best_step, val_loss, val_psnr, start_val_psnr, stopped_early, resumed_from} of the run. The
     best validation state is kept, the starting point included. `validation`: samples of their own (Pairs, e.g.
@@ -146,6 +148,8 @@ def train(previewer, pairs, settings: Training = Training(), device="cpu", progr
     Rank 0 alone reads and writes the checkpoint, which holds every process's generator state.
     `init_digest`: a digest of the starting weights when they came from a file, not training.fit's fresh start (part of
     the checkpoint's key, so a checkpoint resumes only the run that started there).
+    `deadline`: a time.perf_counter() value; the first step past it validates, checkpoints and ends the run (the
+    summary's "out_of_time"), so a fit can be held to a wall-clock budget (the day-one net on a GPU).
     """
     from tqdm import tqdm
 
@@ -229,6 +233,7 @@ def train(previewer, pairs, settings: Training = Training(), device="cpu", progr
     resolution = "full res" if upsampler else "latent res"
     bar.set_postfix(val_psnr=f"{psnr_of(best):.2f} dB (validation images, {resolution})")
     step = first - 1
+    out_of_time = False
     for step in range(first, settings.steps + 1):
         for group in optimiser.param_groups:
             group["lr"] = floor + (settings.lr - floor) * 0.5 * (1 + math.cos(math.pi * (step - 1) / settings.steps))
@@ -239,7 +244,10 @@ def train(previewer, pairs, settings: Training = Training(), device="cpu", progr
         loss.backward()
         optimiser.step()
         bar.update()
-        if step % settings.eval_every == 0 or step == settings.steps:
+        if deadline is not None:  # under torchrun every process stops at the same step: the first one late
+            late = float(time.perf_counter() > deadline)
+            out_of_time = (world.sum(torch.tensor(late)).item() > 0) if world.size > 1 else bool(late)
+        if step % settings.eval_every == 0 or step == settings.steps or out_of_time:
             # without validation samples, the display loss of the last batches, averaged over the processes
             val = validate() if len(val_idx) else world.sum(display_loss(out.detach(), y).double()).item() / world.size
             if val < best:
@@ -256,6 +264,8 @@ def train(previewer, pairs, settings: Training = Training(), device="cpu", progr
                                            "generators": generators, "best": best, "best_state": best_state,
                                            "best_step": best_step, "waited": waited, "step": step,
                                            "start_val": start_val})
+            if out_of_time:
+                break
     bar.close()
     body.load_state_dict(best_state)
     model.eval().requires_grad_(False)
@@ -263,4 +273,4 @@ def train(previewer, pairs, settings: Training = Training(), device="cpu", progr
         path.unlink(missing_ok=True)
     return {"steps": step, "best_step": best_step, "val_loss": best, "val_psnr": round(psnr_of(best), 3),
             "start_val_psnr": round(psnr_of(start_val), 3), "stopped_early": step < settings.steps,
-            "resumed_from": resumed_from}
+            "resumed_from": resumed_from, **({"out_of_time": True} if out_of_time else {})}

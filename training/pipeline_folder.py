@@ -42,7 +42,7 @@ def fit_pipeline_folder(folder, device: str = "auto", space=None, out=None, net:
     returns (previewer, cache file): the net and its entry when it was trained, else the closed form and its.
     `space`: the shipped space its latents are in, when its VAE's config does not say; `out`: also save the
     returned previewer there; net_steps/net_crops/budget_s: the net's Adam steps, crops and wall-clock budget
-    (training.day_one defaults: the shipped nets' schedule); `resume`: continue a killed net fit from its
+    (training.day_one defaults: 1,024 crops, 5,000 steps); `resume`: continue a killed net fit from its
     checkpoint (the closed form is kept when it is cached)."""
     from .day_one import CROPS, STEPS, train_day_one_net
 

@@ -99,10 +99,16 @@ def run(args) -> int:
             raise ValueError(f"{type(pipe).__name__} takes no {flags.get(key, key)}")
     cb = PreviewCallback.for_pipeline(pipe, previewer=previewer_for(args.previewer, pipe), every=args.every, out_dir=out,
                                       source=args.source, height=args.height, width=args.width, size=args.size)
+    if "callback_on_step_end" in accepted:
+        options.update(callback_on_step_end=cb, callback_on_step_end_tensor_inputs=cb.tensor_inputs)
+    elif "callback" in accepted:  # the older step API (PixArt, DeepFloyd IF, Kandinsky 2.1, ...)
+        options.update(callback=cb, callback_steps=1)
+    else:
+        cb.close()
+        raise ValueError(f"{type(pipe).__name__} calls no step callback: there are no steps to preview")
     generator = torch.Generator(device).manual_seed(args.seed)
     try:
-        images = pipe(args.prompt, generator=generator, callback_on_step_end=cb,
-                      callback_on_step_end_tensor_inputs=cb.tensor_inputs, **options).images
+        images = pipe(args.prompt, generator=generator, **options).images
     finally:
         cb.close()
     out.mkdir(parents=True, exist_ok=True)

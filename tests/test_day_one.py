@@ -1,0 +1,205 @@
+"""Day-one nets (issue 29): `latent-preview fit --pipeline DIR` caches the closed form and the conv net for the
+pipeline's own VAE, `previewer="auto"` takes the better of the two by held-out PSNR, killed fits resume.
+
+A tiny random Qwen-Image pipeline (2x VAE, 32-px crops) with a few Adam steps. The VAE runs once, for the module:
+every test starts from a copy of that fit's cache (pairs included), so it only trains or reads.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from previewers import PreviewCallback
+from previewers.conventions import bind
+from previewers.weightfile import load_file, save
+
+diffusers = pytest.importorskip("diffusers")
+
+from test_first_use import SIZE, build
+
+FAST = ["--device", "cpu", "--net-steps", "4", "--net-crops", "16"]
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """(pipeline, its folder, a cache holding the fit's entries and pairs, the fit's --out file, its stdout)."""
+    from previewers.cli import main
+
+    root = tmp_path_factory.mktemp("day_one")
+    pipe, _, _ = build("qwenimage")
+    pipe.save_pretrained(root / "pipe")
+    before = os.environ.get("LATENT_PREVIEW_CACHE")
+    os.environ["LATENT_PREVIEW_CACHE"] = str(root / "cache")
+    try:
+        from contextlib import redirect_stdout
+        from io import StringIO
+
+        stdout = StringIO()
+        with redirect_stdout(stdout):
+            code = main(["fit", "--pipeline", str(root / "pipe"), *FAST, "--out", str(root / "net.safetensors")])
+    finally:
+        if before is None:
+            del os.environ["LATENT_PREVIEW_CACHE"]
+        else:
+            os.environ["LATENT_PREVIEW_CACHE"] = before
+    assert code == 0
+    return pipe, root / "pipe", root / "cache", root / "net.safetensors", stdout.getvalue()
+
+
+@pytest.fixture
+def folder(fitted, tmp_path, monkeypatch):
+    """(pipeline, its folder) with LATENT_PREVIEW_CACHE on a fresh copy of the module's fitted cache."""
+    pipe, pipe_dir, cache, _, _ = fitted
+    shutil.copytree(cache, tmp_path / "cache")
+    monkeypatch.setenv("LATENT_PREVIEW_CACHE", str(tmp_path / "cache"))
+    return pipe, pipe_dir
+
+
+def entries(pipe):
+    from previewers.first_use import cache_path, net_path
+
+    path = cache_path(bind(pipe))
+    return path, net_path(path)
+
+
+def test_fit_caches_the_closed_form_and_the_net(fitted, folder, monkeypatch):
+    from previewers.cli import main
+
+    pipe, pipe_dir = folder
+    out, stdout = fitted[3], fitted[4]
+    assert "-net.safetensors (conv, held-out PSNR" in stdout
+    closed_path, net_path = entries(pipe)
+    closed, net = load_file(closed_path), load_file(net_path)
+    assert closed.meta["recipe"]["method"].startswith("least squares")
+    assert net.family == "conv" and net.args["channels"] == [32, 32, 32, 32] and net.args["base"] == 3
+    assert net.meta["recipe"]["result"]["steps"] == 4 and net.meta["recipe"]["samples"] == 16
+    # both scored on the same held-out crops
+    assert net.meta["metrics"]["held_out"] == closed.meta["metrics"]["held_out"]
+    assert {"psnr"} <= set(net.meta["metrics"]["clean"])
+    assert load_file(out).meta == net.meta
+    assert not net_path.with_name(net_path.name + ".ckpt").exists()  # removed when the fit ended
+    # the pairs were cached: a second fit of both runs the VAE on no crop
+    import previewers.first_use
+    import training.data
+
+    monkeypatch.setattr(previewers.first_use, "pairs", lambda *a, **k: pytest.fail("first-use pairs made again"))
+    monkeypatch.setattr(training.data, "_compute_shard", lambda *a, **k: pytest.fail("net pairs made again"))
+    assert main(["fit", "--pipeline", str(pipe_dir), *FAST]) == 0
+
+
+@pytest.mark.parametrize("winner", ["net", "closed_form"])
+def test_auto_takes_the_entry_with_the_higher_held_out_psnr(folder, monkeypatch, winner):
+    pipe, _ = folder
+    closed_path, net_path = entries(pipe)
+    for kind, path in (("closed_form", closed_path), ("net", net_path)):
+        previewer = load_file(path)
+        metrics = {**previewer.meta["metrics"], "clean": {"psnr": 40.0 if kind == winner else 20.0}}
+        save(previewer, path, metrics=metrics)
+
+    import previewers.first_use
+
+    monkeypatch.setattr(previewers.first_use, "fit_for_vae", lambda *a, **k: pytest.fail("fitted instead of cached"))
+    cb = PreviewCallback.for_pipeline(pipe, height=SIZE, width=SIZE)
+    assert cb.previewer.meta["metrics"]["clean"]["psnr"] == 40.0
+    assert (cb.previewer.args.get("channels") == [32, 32, 32, 32]) == (winner == "net")
+
+
+def test_a_killed_net_fit_resumes_from_its_checkpoint(folder, tmp_path, monkeypatch):
+    import training.gradient
+    from previewers.cli import main
+
+    pipe, pipe_dir = folder
+    real = training.gradient.save_checkpoint
+
+    def killed(path, state):  # the run dies right after its first checkpoint (step 1 of 4)
+        real(path, state)
+        raise KeyboardInterrupt
+
+    closed_path, net_path = entries(pipe)
+    net_path.unlink()
+    monkeypatch.setattr(training.gradient, "save_checkpoint", killed)
+    assert main(["fit", "--pipeline", str(pipe_dir), *FAST]) == 130  # "interrupted"
+    monkeypatch.setattr(training.gradient, "save_checkpoint", real)
+    assert closed_path.is_file() and not net_path.exists()
+    assert net_path.with_name(net_path.name + ".ckpt").is_file()
+    out = tmp_path / "resumed.safetensors"
+    assert main(["fit", "--pipeline", str(pipe_dir), *FAST, "--resume", "--out", str(out)]) == 0
+    result = load_file(out).meta["recipe"]["result"]
+    assert result["resumed_from"] == 1 and result["steps"] == 4
+
+
+def test_the_python_call_and_its_budget(folder):
+    from training.day_one import train_day_one_net
+
+    pipe, _ = folder
+    net = train_day_one_net(bind(pipe), steps=1000, crops=16, budget_s=0.001, device="cpu", progress=False)
+    result = net.meta["recipe"]["result"]
+    assert result.get("out_of_time") and result["steps"] < 1000
+    assert net.meta["recipe"]["budget_s"] == 0.001
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--net-steps", "0"], "--net-steps must be at least 1, got 0"),
+    (["--net-crops", "-3"], "--net-crops must be at least 1, got -3"),
+    (["--net-budget", "0"], "--net-budget must be positive"),
+    (["--no-net", "--resume"], "--resume continues the net's fit; it cannot go with --no-net"),
+    (["--no-net", "--net-steps", "5"], "cannot go with --no-net"),
+])
+def test_bad_input_is_a_clear_error(folder, capsys, argv, message):
+    from previewers.cli import main
+
+    _, pipe_dir = folder
+    assert main(["fit", "--pipeline", str(pipe_dir), "--device", "cpu", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_net_options_need_a_pipeline_folder(capsys):
+    from previewers.cli import main
+
+    assert main(["fit", "--net-steps", "5", "--teacher", "x", "--space", "sd1", "--family", "conv", "--out", "x"]) == 2
+    assert "--net-steps goes with --pipeline DIR" in capsys.readouterr().err
+
+
+def test_no_net_fits_the_closed_form_only(folder):
+    from previewers.cli import main
+
+    pipe, pipe_dir = folder
+    closed_path, net_path = entries(pipe)
+    net_path.unlink()
+    before = closed_path.stat().st_mtime_ns
+    assert main(["fit", "--pipeline", str(pipe_dir), "--device", "cpu", "--no-net"]) == 0
+    assert closed_path.stat().st_mtime_ns != before and not net_path.exists()
+
+
+def test_first_use_trains_a_net_only_on_a_gpu(folder, monkeypatch):
+    from previewers.first_use import net_on_first_use
+
+    pipe, _ = folder
+    latents = bind(pipe)
+    assert not net_on_first_use(latents)  # a CPU VAE never blocks for a net
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert not net_on_first_use(latents)  # a GPU, but the VAE is on the CPU
+    monkeypatch.setattr(type(pipe.vae), "device", property(lambda self: torch.device("cuda", 0)))
+    assert net_on_first_use(latents)
+    monkeypatch.setenv("LATENT_PREVIEW_FIRST_USE_NET", "0")
+    assert not net_on_first_use(latents)
+
+
+def test_previewers_still_import_without_training():
+    code = ("import sys, previewers, previewers.first_use, previewers.callback; "
+            "assert not [m for m in sys.modules if m == 'training' or m.startswith('training.')], 'training imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_shipped_fit_images_are_licensed_and_small():
+    from previewers.first_use import HELD_OUT, IMAGES
+
+    names = sorted(p.name for p in IMAGES.glob("*.jpg"))
+    licences = (IMAGES / "LICENSES.md").read_text()
+    assert len(names) >= 18 and all(f"| {name} |" in licences for name in names)
+    assert all(f"{name}.jpg" in names for name in HELD_OUT)
+    assert sum((IMAGES / n).stat().st_size for n in names) < 5_000_000

@@ -1,0 +1,171 @@
+"""Day-one nets: the conv net our frontier chose for a latent width, trained against a pipeline's own VAE.
+
+`previewer="auto"` for a VAE without shipped previewers fits a closed-form map on first use
+(previewers/first_use.py). This module trains the net behind it, the design benchmarks/fit_weights.sh ships
+for the same channel count, against the same VAE, and caches it beside the closed form (`-net`, same VAE
+digest), so the next `auto` build takes whichever scores the higher PSNR on the same held-out crops.
+
+Data: random crops of the photos in previewers/fit_images (the HELD_OUT ones left out), augmented as the
+shipped conv nets' crops (flips/rotations, hue, contrast; half each), half of them noised along the space's
+trajectory, encoded and decoded by the pipeline's VAE exactly as the pipeline decodes
+(previewers.conventions.PipelineLatents); targets are the decodes area-pooled to latent resolution. The pairs
+are cached (training/data.py, keyed by the VAE's digest), so a killed run and later fits reuse them; Adam
+checkpoints beside the cache entry (`-net.safetensors.ckpt`) so `resume=True` continues a killed run.
+
+Python: `train_day_one_net(bind(pipe))`; command line: `latent-preview fit --pipeline DIR [--out FILE]`
+(training/pipeline_folder.py). Progress bars with a time-left estimate come from tqdm.
+"""
+
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from previewers.cache import cache_root
+from previewers.conventions import PipelineLatents, get_space
+from previewers.first_use import (
+    CROP_LATENTS,
+    HELD_OUT,
+    IMAGES,
+    cache_path,
+    first_use_pairs,
+    mean_psnr,
+    net_path,
+    score,
+)
+from previewers.weightfile import save
+
+from .data import Crops, make_pairs
+from .fit import fit
+from .gradient import Training, resolve_device
+from .teachers import Teacher
+
+# The shipped conv designs per latent width (benchmarks/fit_weights.sh, chosen by benchmarks/results/frontier-cpu-*.md):
+# a residual 32-32-32-32 net on a linear k×k conv; with 4 channels the last layer is 1x1, wider latents first mix
+# to 32 channels with a 1x1 conv. flux1/flux2 trained at lr 5e-4 (at 2e-3 their deeper nets lost ReLU layers), so
+# every latent wider than 16 channels that is not sd3 does too.
+NARROW = {"channels": [32, 32, 32, 32], "kernels": [3, 3, 3, 3, 1], "base": 3}
+WIDE = {"channels": [32, 32, 32, 32], "kernels": [1, 3, 3, 3, 3], "base": 3}
+WHY = "the conv design benchmarks/fit_weights.sh ships for this latent width (frontier-cpu-*.md)"
+# Half the shipped nets' crops and a third of their steps (2,048 crops, 15,000 steps of 64): against TAESD's decoder
+# this came within 0.54 dB of the shipped sd1-conv on kodak24 in 14.8 min on 2 shared CPU cores
+# (benchmarks/results/day-one-cpu.md), inside the 30-minute goal for the whole fit.
+STEPS = 5000
+BATCH = 64
+CROPS = 1024  # 128² crops for an 8x VAE
+PATIENCE = 40
+AUGMENT = 0.5
+NOISE_MIX = 0.5
+
+
+def net_design(channels: int, space: str | None = None) -> tuple[dict, float]:
+    """(constructor args, Adam lr) of the conv net for `channels`-wide latents (`space`: the shipped space the
+    VAE matches, if any)."""
+    if space == "flux2":
+        return {**WIDE, "base": 5}, 5e-4  # FLUX.2 latents need a 5x5 base (fit_weights.sh)
+    if channels <= 4:
+        return dict(NARROW), 2e-3
+    return dict(WIDE), 2e-3 if space == "sd3" else 5e-4
+
+
+def noise_kind(latents: PipelineLatents, scheduler=None) -> str:
+    """The noising trajectory of the training latents: the shipped space's, else the scheduler's (flow matching
+    or DDPM-style), else flow (what recent pipelines use)."""
+    if latents.convention.space is not None:
+        return get_space(latents.convention.space).kind
+    name = type(scheduler).__name__ if scheduler is not None else ""
+    if name and "FlowMatch" not in name and "Flow" not in name:
+        return "ddpm"
+    return "flow"
+
+
+def pipeline_teacher(latents: PipelineLatents) -> Teacher:
+    """A training.teachers.Teacher that encodes and decodes through `latents` (the pipeline's own conversions):
+    model-space (B, C, h, w) latents in, unclamped RGB about [0, 1] out; video VAEs' first frame."""
+    vae = latents.vae
+    if vae is None:
+        raise ValueError("this pipeline has no VAE (pixel space): there is nothing to fit a previewer against")
+    convention = latents.convention
+    return Teacher(
+        name=f"{type(vae).__name__} (the pipeline's own VAE)",
+        latent_channels=latents.channels,
+        scale_factor=latents.factor,
+        space_info={"normalisation": convention.normalisation, "decoder": convention.decoder},
+        decoder=lambda z: latents.decode_unclamped(z[:, None])[:, 0].float(),
+        encoder=lambda images: latents.encode(images)[:, 0].float(),
+        device=vae.device,
+    )
+
+
+def train_day_one_net(latents: PipelineLatents, steps: int = STEPS, crops: int = CROPS, batch: int = BATCH,
+                      lr: float | None = None, patience: int = PATIENCE, budget_s: float | None = None,
+                      device: str | torch.device = "auto", resume: bool = False, scheduler=None, out=None,
+                      folder: Path | None = None, progress: bool = True, seed: int = 0):
+    """Train the day-one conv net for the VAE behind `latents`, cache it as the closed form's `-net` sibling
+    (previewers.first_use.net_path) and return it.
+
+    steps, crops, batch, lr (default: net_design's), patience: the Adam schedule (defaults: STEPS, CROPS, BATCH, PATIENCE);
+    budget_s: wall-clock seconds for the whole fit, pairs included (Adam stops at the deadline, keeping its best
+    state); device: where Adam runs ("auto": CUDA when available); resume: continue a killed run from its
+    checkpoint; scheduler: the pipeline's scheduler (picks the noise trajectory when the VAE matches no shipped
+    space); out: also save the net there; folder: the cache folder (default cache_root()/"fitted").
+    meta["metrics"]["clean"]["psnr"] is measured on the same held-out crops as the closed form's.
+    """
+    for name, value in (("steps", steps), ("crops", crops), ("batch", batch), ("patience", patience)):
+        if int(value) < 1:
+            raise ValueError(f"{name} must be at least 1, got {value}")
+    if budget_s is not None and budget_s <= 0:
+        raise ValueError(f"budget_s must be positive, got {budget_s}")
+    start = time.perf_counter()
+    deadline = None if budget_s is None else start + budget_s
+    teacher = pipeline_teacher(latents)
+    convention = latents.convention
+    args, default_lr = net_design(latents.channels, convention.space)
+    lr = default_lr if lr is None else lr
+    if lr <= 0:
+        raise ValueError(f"lr must be positive, got {lr}")
+    entry = cache_path(latents, folder)
+    target = net_path(entry)
+    held = first_use_pairs(latents, progress=progress, folder=folder)
+    side = CROP_LATENTS * latents.factor
+    kind = noise_kind(latents, scheduler)
+    pairs = make_pairs(teacher, kind, images=IMAGES, exclude=tuple(f"{n}.jpg" for n in HELD_OUT),
+                       crops=Crops(count=crops, size=side, seed=seed, dihedral=AUGMENT, hue=AUGMENT, contrast=AUGMENT),
+                       noise_mix=NOISE_MIX, cache_dir=(folder or cache_root() / "fitted") / "pairs",
+                       teacher_id=entry.stem, progress=progress)
+    pairs_seconds = time.perf_counter() - start
+    training = Training(steps=steps, batch=batch, lr=lr, patience=patience, seed=seed,
+                        eval_every=max(1, min(100, steps // 4)))
+    device = resolve_device(device) if isinstance(device, str) else device
+    previewer = fit(teacher, "conv", pairs, space=convention.name, args=args, device=str(device), training=training,
+                    progress=progress, checkpoint=target.with_name(target.name + ".ckpt"), resume=resume,
+                    deadline=deadline)
+    psnr = score(previewer, held)
+    baseline = mean_psnr(held["train_y"].mean(dim=(0, 2, 3)).view(1, 3, 1, 1).expand_as(held["held_y"]),
+                         held["held_y"])
+    recipe = previewer.meta["recipe"]
+    recipe.update({
+        "method": "Adam, day-one net against the pipeline's own VAE (training/day_one.py)",
+        "why": WHY,
+        "pairs_seconds": round(pairs_seconds, 2),
+        "seconds": round(time.perf_counter() - start, 2),
+        "budget_s": budget_s,
+        "vae_device": str(latents.vae.device) if latents.vae.device.type != "cpu"
+        else f"cpu ({platform.processor() or platform.machine()})",
+    })
+    previewer.meta.update({
+        "teacher": teacher.name,
+        "metrics": {
+            "clean": {"psnr": round(psnr, 4)},
+            "constant_colour": {"psnr": round(baseline, 4)},
+            "held_out": {"images": list(HELD_OUT), "crops": len(held["held_x"]), "tile": side},
+        },
+    })
+    save(previewer, target)
+    if out is not None:
+        save(previewer, out)
+    if progress:
+        print(f"latent-preview: trained the day-one conv net for {type(latents.vae).__name__} in "
+              f"{recipe['seconds']:.0f} s (pairs {pairs_seconds:.0f} s), held-out PSNR {psnr:.2f} dB; cached as {target}")
+    return previewer
