@@ -408,16 +408,19 @@ class Result:
 
 
 class LastLatents(RecordingCallback):
-    """A recording callback that also keeps the latents handed over at the last invocation."""
+    """A recording callback that also keeps the latents handed over at the last invocation, and counts the steps
+    whose latents are images (unCLIP's prior hands its embeddings to the same callback first)."""
 
     def __init__(self, pipe=None):
         super().__init__()
         self.latents = None
+        self.image_steps = 0
         allowed = getattr(pipe, "_callback_tensor_inputs", None)
         self.tensor_inputs = ["latents"] if allowed is None or "latents" in allowed else []
 
     def __call__(self, *args):
         self.latents = args[3].get("latents") if len(args) == 4 else args[2]
+        self.image_steps += not (isinstance(self.latents, torch.Tensor) and self.latents.ndim < 3)
         return super().__call__(*args)
 
 
@@ -442,10 +445,19 @@ def convention_check(pipe, cb, inputs, api, reference=None, last=None) -> tuple[
         reference, _ = run_pipeline(pipe, inputs, api, last, **overrides)
     image_output = reference
     theirs = to_frames(main_output(image_output))
-    latent_output, _ = run_pipeline(pipe, inputs, output_type="pt" if pixel else "latent", **overrides)
-    latents = main_output(latent_output)
+    if theirs.size and (np.nanmin(theirs) < -TOLERANCE or np.nanmax(theirs) > 1 + TOLERANCE):
+        return None, "n/a (its output is not an image in [0, 1]: HDR or raw pixel-space samples)"
     note, ours, error = "", None, None
-    if isinstance(latents, torch.Tensor):
+    try:
+        latent_output, _ = run_pipeline(pipe, inputs, output_type="pt" if pixel else "latent", **overrides)
+        latents = main_output(latent_output)
+    except FixtureTimeout:
+        raise
+    except Exception as e:  # noqa: BLE001 - no latent output (Kandinsky): the last step's latents are decoded
+        latents, error = None, e
+    if latents is None:
+        pass
+    elif isinstance(latents, torch.Tensor):
         try:
             ours = callback_decode(cb, latents).permute(0, 1, 3, 4, 2).double().cpu().numpy()  # (B, T, H, W, 3)
             if ours.shape != theirs.shape:
@@ -461,7 +473,9 @@ def convention_check(pipe, cb, inputs, api, reference=None, last=None) -> tuple[
         except Exception:  # noqa: BLE001 - report the first error
             ours = None
         if ours is not None and ours.shape != theirs.shape:
-            error, ours = ValueError(f"decoded last-step latents {ours.shape} vs output {theirs.shape}"), None
+            # the pipeline assembles its output from more than the last step's latents (Framepack's sections,
+            # HunyuanVideo I2V's dropped conditioning frames): there is no one decode to compare with
+            return None, f"n/a (its output {theirs.shape[1:]} is not one decode of the step latents {ours.shape[1:]})"
     if ours is None:
         raise error
     diff = float(np.nanmax(np.abs(ours - theirs))) if ours.size else 0.0
@@ -531,7 +545,7 @@ def _check_phases(result: Result, build, inputs, convention: bool) -> None:
             result.steps = counter["n"]
         else:
             reference, ref_warnings = run_pipeline(pipe, inputs, api, recorder)
-            result.steps = recorder.count
+            result.steps = recorder.image_steps
     except FixtureTimeout:
         raise
     except Exception as e:  # noqa: BLE001
@@ -563,7 +577,9 @@ def _check_phases(result: Result, build, inputs, convention: bool) -> None:
         except FixtureTimeout:
             raise
         except Exception as e:  # noqa: BLE001
-            result.status, result.reason = "not served", f"for_pipeline: {first_line(e)}"
+            not_images = any(words in str(e) for words in NOT_IMAGES)
+            result.status = "not an image pipeline" if not_images else "not served"
+            result.reason = f"for_pipeline: {first_line(e)}"
             return
     build_warnings = list(caught)
     result.space, result.previewer = describe_previewer(cb)
@@ -661,29 +677,10 @@ def _reseeded(kwargs: dict) -> dict:
 
 
 def modular_fixtures():
-    """(label, build, inputs) of the tiny modular pipelines of benchmarks/modular_fixtures.py, when it exists.
+    """(label, build, inputs) of the tiny modular pipelines of benchmarks/modular_fixtures.py (one per FAMILIES)."""
+    from benchmarks.modular_fixtures import FAMILIES, build_tiny_modular as builder
 
-    Expected there: `build_tiny_modular(name)` → pipeline, or (pipeline, call kwargs), or (pipeline, inputs
-    function); and the names as a list (NAMES / MODULAR_NAMES / FIXTURES) or a function `names()`."""
-    if not (ROOT / "benchmarks" / "modular_fixtures.py").exists():
-        return []
-    try:
-        module = importlib.import_module("benchmarks.modular_fixtures")
-    except Exception as e:  # noqa: BLE001
-        return [("modular", _raiser(e), dict)]
-    builder = getattr(module, "build_tiny_modular", None)
-    names = None
-    for attr in ("NAMES", "MODULAR_NAMES", "FIXTURES", "PIPELINES", "names", "fixture_names", "available"):
-        value = getattr(module, attr, None)
-        value = value() if callable(value) else value
-        if isinstance(value, dict):
-            value = list(value)
-        if isinstance(value, (list, tuple)) and value and all(isinstance(v, str) for v in value):
-            names = list(value)
-            break
-    if builder is None or not names:
-        return [("modular", _raiser(ValueError("benchmarks/modular_fixtures.py has no build_tiny_modular and names")),
-                 dict)]
+    names = list(FAMILIES)
     items = []
     for name in names:
         cache = {}
@@ -702,16 +699,10 @@ def modular_fixtures():
     return items
 
 
-def _raiser(e):
-    def build():
-        raise e
-
-    return build
-
-
 # ---------------------------------------------------------------------------------------------- report
 
-STATUSES = ("served", "warning", "not served", "no step API", "does not run here")
+STATUSES = ("served", "warning", "not served", "not an image pipeline", "no step API", "does not run here")
+NOT_IMAGES = ("does not make images", "not an image VAE")  # for_pipeline's words for priors and audio pipelines
 
 
 def cell(text) -> str:
@@ -720,7 +711,7 @@ def cell(text) -> str:
 
 def summary(results: list[Result], broken: dict) -> dict:
     run = [r for r in results if r.status != "does not run here"]
-    api = [r for r in run if r.status != "no step API"]
+    api = [r for r in run if r.status not in ("no step API", "not an image pipeline")]
     served = [r for r in api if r.status == "served"]
     return {"found": len(results) + len(broken), "run": len(run), "api": len(api), "served": len(served),
             "warning": sum(r.status == "warning" for r in api),
@@ -833,7 +824,7 @@ def readme_table(results: list[Result], broken: dict, source: str) -> str:
              "|---|---|---|---|---|"]
     by_family = defaultdict(list)
     for r in results:
-        if r.status not in ("does not run here", "no step API"):
+        if r.status not in ("does not run here", "no step API", "not an image pipeline"):
             by_family[family_of(r.fixture)].append(r)
     for family in sorted(by_family):
         rs = by_family[family]
@@ -844,9 +835,11 @@ def readme_table(results: list[Result], broken: dict, source: str) -> str:
         served = sum(r.status == "served" for r in rs)
         lines.append(f"| {cell(family)} | {cell(', '.join(classes))} | {served}/{len(rs)} | "
                      f"{cell(', '.join(spaces) or '—')} | {cell('; '.join(why))} |")
-    skipped = [r for r in results if r.status == "no step API"]
-    if skipped:
-        lines += ["", "No step API at all (out of scope): " + ", ".join(sorted({r.pipeline for r in skipped})) + "."]
+    for status, words in (("no step API", "No step API at all (out of scope)"),
+                          ("not an image pipeline", "Not image pipelines (priors, audio; out of scope)")):
+        skipped = sorted({r.pipeline for r in results if r.status == status})
+        if skipped:
+            lines += ["", f"{words}: " + ", ".join(skipped) + "."]
     lines += ["", README_END]
     return "\n".join(lines) + "\n"
 
@@ -879,8 +872,9 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="+", metavar="SUBSTR", help="only fixtures whose label contains one of these")
     parser.add_argument("--out", default=str(DEFAULT_OUT), help="markdown report (default: %(default)s)")
     parser.add_argument("--readme", metavar="FILE", help="also rewrite FILE's supported-pipeline section (README.md)")
-    parser.add_argument("--from-json", metavar="FILE", help="take the results of an earlier --json run instead of "
-                                                            "running the fixtures (with --readme)")
+    parser.add_argument("--from-json", metavar="FILE", nargs="+",
+                        help="write the report (and --readme) from earlier --json runs instead of running the "
+                             "fixtures; a fixture in a later file replaces its row of an earlier one (a rerun of some)")
     parser.add_argument("--timeout", type=int, default=120, help="seconds per fixture (default: %(default)s)")
     parser.add_argument("--cache", help="LATENT_PREVIEW_CACHE for previewers fitted on first use (default: a temp dir)")
     parser.add_argument("--no-modular", action="store_true", help="skip benchmarks/modular_fixtures.py")
@@ -888,10 +882,16 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     if args.from_json:
-        if not args.readme:
-            parser.error("--from-json only rewrites a README: give --readme FILE")
-        results, broken = load_json(args.from_json)
-        write_readme(Path(args.readme), readme_table(results, broken, source_name(args.out)))
+        rows, broken = {}, {}
+        for path in args.from_json:
+            results, failed = load_json(path)
+            rows.update((r.fixture, r) for r in results)
+            broken.update(failed)
+        results = list(rows.values())
+        command = "python -m benchmarks.pipelines" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
+        Path(args.out).write_text(report(results, broken, command, sum(r.seconds for r in results)))
+        if args.readme:
+            write_readme(Path(args.readme), readme_table(results, broken, source_name(args.out)))
         return 0
     os.environ["LATENT_PREVIEW_CACHE"] = args.cache or tempfile.mkdtemp(prefix="latent-preview-pipelines-")
     start = time.perf_counter()

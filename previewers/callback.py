@@ -143,6 +143,7 @@ class PreviewCallback:
         self.step_end = None  # when the previous invocation returned (perf_counter), to time a denoising step
         self.decode_timed = not isinstance(previewer, VaePreview)  # only a full VAE decode is worth timing
         self.preview_steps = None  # a modular pipeline's inserted preview steps (previewers/modular.py)
+        self.closed = False  # close() was called: the next step 0 starts a new run
 
     @classmethod
     def for_pipeline(cls, pipe, previewer="auto", every: int = 1, out_dir=None, on_preview=None, source: str = "auto",
@@ -248,7 +249,10 @@ class PreviewCallback:
 
     @torch.no_grad()
     def preview(self, step: int, timestep, latents: torch.Tensor, total: int | None, size: dict | None) -> None:
-        if step == 0:  # a new run
+        # a new run, unless the run states more steps than it has made: pipelines that denoise in chunks (AnyFlow
+        # FAR) restart their step index for every chunk within one run
+        if step == 0 and (self.closed or not (isinstance(total, int) and 0 < self.count < total)):
+            self.closed = False
             if self.count:
                 self.writer.finish()  # the summary of a previous run that was cut short
                 self.writer.new_run()
@@ -310,6 +314,7 @@ class PreviewCallback:
         modular pipeline's preview steps."""
         self.nonfinite.poll(wait=True)
         self.writer.close()
+        self.closed = True  # the next step 0 starts a new run
         if self.source is not None:
             self.source.close()
         if self.preview_steps is not None:

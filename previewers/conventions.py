@@ -69,13 +69,15 @@ class Exception_:
     normalisation: str
     mirrors: str  # the decode line it mirrors (diffusers 0.42)
     decode_kwargs: dict = field(default_factory=dict)
+    unit_range: bool = False  # the decoder gives images in [0, 1], not [-1, 1]
 
 
 EXCEPTIONS = (
     Exception_("movq", None, "identity", "kandinsky*/pipeline_*.py: self.movq.decode(latents, force_not_quantize=True)",
                {"force_not_quantize": True}),
     Exception_("vqgan", None, "multiply", "stable_cascade/pipeline_stable_cascade.py: "
-                                          "self.vqgan.decode(latents * self.vqgan.config.scale_factor)"),
+                                          "self.vqgan.decode(latents * scale_factor).sample.clamp(0, 1)",
+               unit_range=True),
     Exception_(None, "Kandinsky5", "scale", "kandinsky5/pipeline_kandinsky*.py: latents / self.vae.config.scaling_factor "
                                             "(no shift_factor, also for FLUX.1's VAE)"),
     Exception_(None, "StableDiffusion3Inpaint", "scale", "stable_diffusion_3/pipeline_stable_diffusion_3_inpaint.py: "
@@ -101,6 +103,7 @@ class Convention:
     space: str | None = None  # the shipped space whose previewers take these latents, if the decoder matches one
     mirrors: str = ""  # the exception's decode line, when one applies
     decode_kwargs: tuple = ()
+    unit_range: bool = False  # the decoder gives [0, 1] (Stable Cascade's Paella VQ), not [-1, 1]
 
     @property
     def name(self) -> str:
@@ -259,7 +262,8 @@ def derive(pipe, space: str | None = None) -> Convention:
         default_size=default_size(pipe, factor),
         space=space or (None if exception else matching_space(vae, normalisation, channels)),
         mirrors=exception.mirrors if exception else "",
-        decode_kwargs=tuple(exception.decode_kwargs.items()) if exception else ())
+        decode_kwargs=tuple(exception.decode_kwargs.items()) if exception else (),
+        unit_range=exception.unit_range if exception else False)
 
 
 def infer_size(tokens: int, pixels_per_token: int) -> tuple[int, int] | None:
@@ -308,8 +312,10 @@ class PipelineLatents:
                 return latents.transpose(1, 2)
             if shape[2] == c:
                 return latents
-            if shape[4] == c:
-                return latents.permute(0, 1, 4, 2, 3)  # channels-last (B, T, h, w, C)
+            # channels-last (B, T, h, w, C); Kandinsky 5 I2V appends its image condition (C) and mask (1)
+            # channels: kandinsky5/pipeline_kandinsky_i2v.py, torch.cat([latents, visual_cond, visual_cond_mask], -1)
+            if shape[4] in (c, 2 * c + 1):
+                return latents[..., :c].permute(0, 1, 4, 2, 3)
         raise ValueError(f"latents of shape {shape} do not hold {c}-channel latents in any known layout ((B, C, h, w), "
                          "(B, C, T, h, w), (B, T, C, h, w), (B, T, h, w, C) or packed tokens (B, N, C·p²))")
 
@@ -320,11 +326,11 @@ class PipelineLatents:
         pt, p = self.convention.token_patch or (1, math.isqrt(d // c))
         if d != c * pt * p * p:
             raise ValueError(f"tokens of {d} features are not {c}-channel latents in {pt}x{p}x{p} patches")
-        height, width = size or self.size or (None, None)
+        pixels = self.factor * p  # pixels per token along a side
+        height, width = size or self.size or infer_size(n, pixels) or (None, None)
         if height is None:
             raise ValueError("these latents are packed tokens: pass the image size the pipeline runs at "
                              "(height= and width= in pixels)")
-        pixels = self.factor * p  # pixels per token along a side
         rows, cols = int(height) // pixels, int(width) // pixels
         frames_fit = n == rows * cols or (self.convention.temporal > 1 and rows * cols and n % (rows * cols) == 0)
         if not frames_fit:
@@ -398,7 +404,7 @@ class PipelineLatents:
             kwargs["temb"] = torch.zeros(b, device=frames.device, dtype=self.vae.dtype)
         out = self.vae.decode(self.to_decoder(frames), return_dict=False, **kwargs)[0]
         out = out.transpose(1, 2) if out.ndim == 5 else out.view(b, -1, *out.shape[1:])
-        return (out.float() + 1) / 2
+        return out.float() if self.convention.unit_range else (out.float() + 1) / 2
 
     def decode(self, frames: torch.Tensor) -> torch.Tensor:
         """decode_unclamped() clamped to [0, 1], as the pipeline's image."""
@@ -407,7 +413,8 @@ class PipelineLatents:
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) images in [0, 1] → (B, 1, C, h, w) model-space frames (the latent distribution's mode)."""
-        x = images.to(self.vae.device, self.vae.dtype) * 2 - 1
+        x = images.to(self.vae.device, self.vae.dtype)
+        x = x if self.convention.unit_range else x * 2 - 1
         out = self.vae.encode(x[:, :, None] if self.convention.frame_vae else x)
         z = out.latent_dist.mode() if hasattr(out, "latent_dist") else out[0]  # Tiny/DC/VQ: no distribution
         return self.from_encoder(z)

@@ -150,7 +150,10 @@ class PreviewWriter:
     def _write_step(self, step: int, frames: torch.Tensor, timestep, event) -> None:
         if event is not None:
             event.synchronize()
-        timestep = float(timestep) if isinstance(timestep, (torch.Tensor, int, float)) else timestep
+        if isinstance(timestep, torch.Tensor):
+            timestep = float(timestep.float().max())  # diffusion forcing (SkyReels V2) steps every frame apart
+        elif isinstance(timestep, int):
+            timestep = float(timestep)
         if frames.ndim == 5:  # video: per image its latent frames, tiled in order for files and the sheet
             per_image = [[Image.fromarray(f) for f in video] for video in frames.numpy()]
             self.video = per_image

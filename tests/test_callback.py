@@ -461,3 +461,24 @@ def test_auto_picks_the_upsampler_only_where_its_metrics_say_it_is_worth_its_cos
     assert auto_previewer("sd1", names, metrics={"sd1-conv": latent, "sd1-upsampler": up(28.0, 28.0, 100)}) == "sd1-conv"  # colours worse
     assert auto_previewer("sd1", names, metrics={"sd1-conv": latent, "sd1-upsampler": up(28.0, 28.8, 500)}) == "sd1-conv"  # too slow
     assert auto_previewer("sd1", names, metrics={"sd1-conv": latent, "sd1-upsampler": {"clean": {"psnr": 28.0}}}) == "sd1-conv"
+
+
+def test_chunked_runs_older_api_and_per_frame_timesteps(tmp_path):
+    """A run that restarts its step index per chunk (AnyFlow FAR) stays one run while it has made fewer steps than
+    it states; the older callback(step, timestep, latents) API returns None; per-frame timesteps (SkyReels V2's
+    diffusion forcing) and a prior's 2-D embeddings (unCLIP) are taken in stride."""
+    previewer = mid_grey_affine(4)
+
+    class Chunked:
+        num_timesteps = 4
+
+    cb = PreviewCallback(previewer, out_dir=tmp_path, keep=True)
+    for step in (0, 1, 0, 1):
+        latents = torch.randn(1, 4, 8, 8)
+        assert cb(Chunked(), step, torch.tensor([999, 500]), {"latents": latents})["latents"] is latents
+    assert sorted(cb.images) == [0, 1, 2, 3] and (tmp_path / "sheet.png").is_file()
+    cb.close()
+    assert cb(0, 999, torch.randn(1, 4, 8, 8)) is None  # older API, after close(): a new run
+    assert cb(0, 999, torch.randn(1, 32)) is None  # a prior's embeddings: not previewed
+    cb.close()
+    assert sorted(cb.images) == [0]

@@ -53,6 +53,8 @@ def test_video_layouts_are_read_from_the_shape():
     assert torch.equal(latents.frames(x), x.transpose(1, 2))
     assert torch.equal(latents.frames(x.transpose(1, 2)), x.transpose(1, 2))  # (B, T, C, h, w): CogVideoX, SVD
     assert torch.equal(latents.frames(x.permute(0, 2, 3, 4, 1)), x.transpose(1, 2))  # channels last: Kandinsky 5
+    conditioned = torch.cat([x.permute(0, 2, 3, 4, 1), torch.randn(1, 3, 5, 6, 5)], -1)  # + image condition and mask
+    assert torch.equal(latents.frames(conditioned), x.transpose(1, 2))  # Kandinsky 5 I2V
     with pytest.raises(ValueError, match=r"do not hold 4-channel latents in any known layout"):
         latents.frames(torch.randn(1, 7, 3, 5, 6))
 
