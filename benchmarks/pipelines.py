@@ -354,21 +354,11 @@ def callback_decode(cb, latents: torch.Tensor) -> torch.Tensor:
 
 
 def describe_previewer(cb) -> tuple[str, str]:
-    """(latent space / convention, previewer family) of a callback."""
-    previewer = getattr(cb, "previewer", None)
-    meta = getattr(previewer, "meta", None) or {}
-    space = meta.get("space") or ""
-    with contextlib.suppress(Exception):
-        convention = callback_layout(cb).convention
-        name = getattr(convention, "name", None) or getattr(convention, "family", None)
-        details = [str(name)] if name and name != space else []
-        details += [str(getattr(convention, a)) for a in ("layout", "normalisation") if getattr(convention, a, None)]
-        space = f"{space} ({', '.join(details)})" if space and details else space or ", ".join(details)
-    family = getattr(previewer, "family", None) or meta.get("family") or type(previewer).__name__
-    recipe = meta.get("recipe") or {}
-    if "first use" in str(recipe.get("method", "")):
-        family += " (fitted)"
-    return space, family
+    """("space (normalisation)", previewer family) of a callback; "(fitted)" marks a fit on first use."""
+    convention = cb.layout.convention
+    meta = cb.previewer.meta
+    family = cb.previewer.family + (" (fitted)" if "first use" in str(meta.get("recipe", {}).get("method", "")) else "")
+    return f"{convention.name} ({convention.normalisation})", family
 
 
 def is_ours(w: warnings.WarningMessage) -> bool:
@@ -818,8 +808,9 @@ def readme_table(results: list[Result], broken: dict, source: str) -> str:
              f"From {source}: of {s['run']} tiny pipeline fixtures that run on this machine, {s['api']} have a step API "
              f"(either callback API or a modular denoising loop); **{s['served']} ({s['pct']:.0f}%) are served "
              "cleanly**: a preview for every step, output bit-identical, no warning, and our conversion of the "
-             "pipeline's latents, decoded by its VAE, equal to its own decode. Space: the shipped previewers' space "
-             "when the VAE config is one of theirs, else fitted on first use against the pipeline's VAE.", "",
+             "pipeline's latents, decoded by its VAE, equal to its own decode. The previewer `auto` took: a shipped one "
+             "where the VAE has a shipped space's config (most fixtures build `AutoencoderKL` with its default "
+             "config, which is SD 1.x's: hence sd1), else one fitted on first use against the pipeline's VAE.", "",
              "| diffusers folder | pipeline classes | served | previewer for \"auto\" | not served: why |",
              "|---|---|---|---|---|"]
     by_family = defaultdict(list)
@@ -829,7 +820,8 @@ def readme_table(results: list[Result], broken: dict, source: str) -> str:
     for family in sorted(by_family):
         rs = by_family[family]
         classes = sorted({r.pipeline for r in rs})
-        spaces = sorted({r.space if r.space in ("sd1", "sdxl", "sd3", "flux1", "flux2", "pixels") else "fitted"
+        spaces = sorted({"fitted" if r.previewer.endswith("(fitted)") else
+                         f"{r.space.split(' (')[0]}-{r.previewer}".replace("pixels-affine", "pixels (x + 1) / 2")
                          for r in rs if r.space})
         why = sorted({f"{r.pipeline}: {r.reason[:120]}" for r in rs if r.status != "served"})
         served = sum(r.status == "served" for r in rs)

@@ -93,15 +93,17 @@ def test_readme_section_is_generated_from_the_results(tmp_path):
     """The README's supported-pipeline section is rewritten between its markers, from a run's rows."""
     from benchmarks.pipelines import README_BEGIN, README_END, Result, readme_table, write_readme
 
-    results = [Result("stable_diffusion.test_a:T", "StableDiffusionPipeline", space="sd1", status="served"),
-               Result("wan.test_b:T", "WanPipeline", space="AutoencoderKLWan-16ch", status="served"),
+    results = [Result("stable_diffusion.test_a:T", "StableDiffusionPipeline", space="sd1 (scale_shift)",
+                      previewer="conv", status="served"),
+               Result("wan.test_b:T", "WanPipeline", space="AutoencoderKLWan-16ch (mean_std)", previewer="conv (fitted)",
+                      status="served"),
                Result("wan.test_c:T", "WanAnimatePipeline", status="not served", reason="segments"),
                Result("ddim.test_d:T", "DDIMPipeline", status="no step API"),
                Result("cosmos.test_e:T", status="does not run here")]
     table = readme_table(results, {}, "`r.md`")
     assert "**2 (67%) are served cleanly**" in table and "of 4 tiny pipeline fixtures" in table
     assert "| wan | WanAnimatePipeline, WanPipeline | 1/2 | fitted | WanAnimatePipeline: segments |" in table
-    assert "| stable_diffusion | StableDiffusionPipeline | 1/1 | sd1 |  |" in table
+    assert "| stable_diffusion | StableDiffusionPipeline | 1/1 | sd1-conv |  |" in table
     assert "No step API at all (out of scope): DDIMPipeline." in table
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n\n{README_BEGIN}\nSTALE ROWS\n{README_END}\n\n## next\n")
