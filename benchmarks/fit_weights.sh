@@ -8,6 +8,9 @@
 # latent pixel cannot serve flat-shaded illustrations and photos at once, and on sd1 the least-squares compromise
 # cost 0.5-0.7 dB on held-out photos (affine 20.99 -> 21.69 dB, quadratic 21.29 -> 21.78 on 144 kodak24 tiles); the nets
 # with spatial context keep every image and the full augmentation.
+# Checked on photos held out of training (the six of validation_images.sh, not kodak24) for sd1:
+# photos + illustrations, no augmentation, 64-64 hidden, lr 2e-4 and clean-only pairs each lost on kodak24 or on
+# noised latents, so the per-pixel recipe stays (benchmarks/results/per-pixel-mix-cpu-sd1.md).
 # Extra arguments go to every `latent-preview fit` (--resume continues killed Adam fits from their checkpoints).
 set -euo pipefail
 space=${1:?usage: fit_weights.sh sd1|sdxl|sd3|flux1|flux2 [fit options]}; shift
