@@ -28,7 +28,7 @@ blocks; the copies share `on_step`); `add_preview_steps` (and so `PreviewCallbac
 placed steps instead of adding its own:
 
     loop = blocks.sub_blocks["denoise"]              # your LoopSequentialPipelineBlocks
-    loop.sub_blocks.insert("latent_preview", preview_step(print, loop), len(loop.sub_blocks))
+    loop.sub_blocks.insert("latent_preview", preview_step(lambda **step: None, loop), len(loop.sub_blocks))
     pipe = blocks.init_pipeline(...)
     cb = PreviewCallback.for_pipeline(pipe)          # the placed step now calls cb.on_step; cb.close() hands it back
 
