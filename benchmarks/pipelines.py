@@ -31,7 +31,6 @@ run caches those in a temporary LATENT_PREVIEW_CACHE (or `--cache DIR`).
 import argparse
 import contextlib
 import gc
-import importlib
 import inspect
 import json
 import os
@@ -48,6 +47,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from previewers.conventions import find_decoder
 
 ROOT = Path(__file__).resolve().parents[1]
 PREVIEWERS_DIR = str(ROOT / "previewers")
@@ -429,7 +430,7 @@ def convention_check(pipe, cb, inputs, api, reference=None, last=None) -> tuple[
         return None, "n/a (fixture outputs latents)"
     overrides = {"use_resolution_binning": False} if "use_resolution_binning" in params else {}
     # pixel-space pipelines (DeepFloyd IF) have no "latent" output; their "pt" output is the raw sample in [-1, 1]
-    pixel = not any(getattr(pipe, name, None) is not None for name in ("vae", "movq", "vqvae"))
+    pixel = find_decoder(pipe)[1] is None
     if reference is None or overrides:
         last = LastLatents(pipe) if api in (NEW, OLD) else None
         reference, _ = run_pipeline(pipe, inputs, api, last, **overrides)
@@ -520,7 +521,7 @@ def _check_phases(result: Result, build, inputs, convention: bool) -> None:
         result.status, result.reason = "does not run here", f"build: {first_line(e)}"
         return
     result.pipeline = type(pipe).__name__
-    vae = getattr(pipe, "vae", None) or getattr(pipe, "movq", None) or getattr(pipe, "vqvae", None)
+    vae = find_decoder(pipe)[1]
     result.vae = type(vae).__name__ if vae is not None else "—"
     api = step_api(pipe)
     result.api = {NEW: "on_step_end", OLD: "callback", MODULAR: "modular", None: "none"}[api]
@@ -724,7 +725,7 @@ def report(results: list[Result], broken: dict, command: str, seconds: float) ->
         f"- date: {time.strftime('%Y-%m-%d %H:%M %z')}; machine: CPU {cpu_model()} ({os.cpu_count()} cores), "
         f"Python {platform.python_version()}, torch {torch.__version__}, diffusers {diffusers.__version__}; "
         f"run took {seconds / 60:.1f} min",
-        f"- fixtures: diffusers' own tiny pipeline fixtures (../shared/diffusers-tests, stand-in Hub) "
+        "- fixtures: diffusers' own tiny pipeline fixtures (../shared/diffusers-tests, stand-in Hub) "
         "and benchmarks/modular_fixtures.py where present",
         f"- **{s['found']} fixtures found; {s['run']} run here; {s['api']} with a step API; "
         f"{s['served']} served cleanly ({s['pct']:.0f}% of those with a step API)**, {s['warning']} more with a "

@@ -62,7 +62,7 @@ def get_space(name: str) -> LatentSpace:
 
 
 @dataclass(frozen=True)
-class Exception_:
+class DecodeQuirk:
     """A pipeline whose decode departs from its decoder's config: matched by decoder attribute or class-name prefix."""
     decoder: str | None
     class_prefix: str | None
@@ -73,14 +73,14 @@ class Exception_:
 
 
 EXCEPTIONS = (
-    Exception_("movq", None, "identity", "kandinsky*/pipeline_*.py: self.movq.decode(latents, force_not_quantize=True)",
+    DecodeQuirk("movq", None, "identity", "kandinsky*/pipeline_*.py: self.movq.decode(latents, force_not_quantize=True)",
                {"force_not_quantize": True}),
-    Exception_("vqgan", None, "multiply", "stable_cascade/pipeline_stable_cascade.py: "
+    DecodeQuirk("vqgan", None, "multiply", "stable_cascade/pipeline_stable_cascade.py: "
                                           "self.vqgan.decode(latents * scale_factor).sample.clamp(0, 1)",
                unit_range=True),
-    Exception_(None, "Kandinsky5", "scale", "kandinsky5/pipeline_kandinsky*.py: latents / self.vae.config.scaling_factor "
+    DecodeQuirk(None, "Kandinsky5", "scale", "kandinsky5/pipeline_kandinsky*.py: latents / self.vae.config.scaling_factor "
                                             "(no shift_factor, also for FLUX.1's VAE)"),
-    Exception_(None, "StableDiffusion3Inpaint", "scale", "stable_diffusion_3/pipeline_stable_diffusion_3_inpaint.py: "
+    DecodeQuirk(None, "StableDiffusion3Inpaint", "scale", "stable_diffusion_3/pipeline_stable_diffusion_3_inpaint.py: "
                                                          "self.vae.decode(latents / self.vae.config.scaling_factor) "
                                                          "(no shift_factor, unlike the other SD3 pipelines)"),
 )
