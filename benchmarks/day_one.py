@@ -5,7 +5,7 @@ pipeline's own VAE comes to the shipped conv net, and how long the whole fit tak
 
 The pipeline's VAE is diffusers' `AutoencoderTiny` holding a TAESD-family decoder's (and encoder's) real trained
 weights from ../shared/models/teachers: a real decoder standing in for a new pipeline's VAE. The day-one fit runs
-as `previewer="auto"` and `latent-preview fit --pipeline` run it (previewers/first_use.py closed form, then
+as `previewer="auto"` and `latent-preview fit --pipeline` run it (previewers/first_use/fit.py closed form, then
 training/day_one.py), in a fresh cache folder, so pairs are encoded from scratch and timed. Then the closed form,
 the day-one net and the space's shipped previewers are scored in one run on ../shared/data/kodak24 256² tiles
 (never fitted on) against the same decoder loaded as a teacher (training/evaluate.py, as `benchmarks.quality`):
@@ -58,8 +58,8 @@ def main(argv=None) -> int:
 
     import previewers
     from benchmarks.timing import machine
-    from previewers.conventions import bind_vae
-    from previewers.first_use import fitted_previewer
+    from previewers.first_use.fit import fitted_previewer
+    from previewers.pipelines.latents import bind_vae
     from training.data import default_cache_dir, fingerprint
     from training.day_one import CROPS, STEPS, train_day_one_net
     from training.evaluate import evaluate, held_out, markdown

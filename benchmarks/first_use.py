@@ -4,7 +4,7 @@
 
 Builds diffusers' AutoencoderKL with the SD 1.5 config and random weights (benchmarks/reference.py:
 the cost of encode and decode does not depend on the weight values) and runs the whole fit that
-`previewer="auto"` runs for a VAE without a shipped previewer (previewers/first_use.py): encode and
+`previewer="auto"` runs for a VAE without a shipped previewer (previewers/first_use/fit.py): encode and
 decode the example crops, least squares for affine and the 3x3 conv, held-out scoring. Its PSNR is
 meaningless (random weights); the seconds are the point.
 """
@@ -18,9 +18,9 @@ import torch
 
 from benchmarks.reference import SD15_VAE
 from benchmarks.timing import machine
-from previewers.conventions import bind_vae
-from previewers.first_use import fit_for_vae
-from training.gradient import resolve_device
+from previewers.first_use.fit import fit_for_vae
+from previewers.pipelines.latents import bind_vae
+from training.adam import resolve_device
 
 
 def main(argv=None) -> int:

@@ -21,7 +21,7 @@ import torch
 from benchmarks.reference import full_vae
 from benchmarks.speed import count_macs, run_model, run_vae
 from benchmarks.timing import interleaved_seconds, machine, median_seconds, progress, publish
-from training.gradient import Training
+from training.adam import Training
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -70,7 +70,7 @@ def space_data(name: str, count: int | None, val_images: tuple[str, ...] = ()):
     """(space, teacher, training pairs of the refit recipe, validation pairs or None, held-out kodak24 tiles, linear
     base kernel) for a space, from the shared cache. `val_images`: file-name patterns of training images to validate
     on instead of the random tenth (`fit --val-images`), left out of the training pairs."""
-    from previewers.conventions import get_space
+    from previewers.models.spaces import get_space
     from training.commands.fit import validation_tiles
     from training.data import Crops, make_pairs
     from training.evaluate import validation_pairs
@@ -88,8 +88,8 @@ def space_data(name: str, count: int | None, val_images: tuple[str, ...] = ()):
 def base_kernel(space_name: str) -> int:
     """Side of the linear conv the nets of a space are a residual on: the shipped conv file's, which fit_weights.sh
     chose (5 for FLUX.2, whose latents need more spatial context; 3 elsewhere)."""
-    from previewers.registry import weights_dir
-    from previewers.weightfile import read_config
+    from previewers.models.registry import weights_dir
+    from previewers.models.weightfile import read_config
 
     return read_config(weights_dir() / f"{space_name}-conv.safetensors")["args"]["base"]
 
@@ -110,12 +110,12 @@ def main(argv=None) -> int:
     parser.add_argument("--out", help="markdown file (default: benchmarks/results/frontier[-timing]-cpu-SPACE.md)")
     args = parser.parse_args(argv)
 
-    from previewers import build, load
-    from previewers.conventions import get_space
-    from training.evaluate import evaluate
-    from training.commands.fit import globs
-    from training.fit import dead_relus, fit
     from benchmarks.quality import teacher_file
+    from previewers import build, load
+    from previewers.models.spaces import get_space
+    from training.commands.fit import globs
+    from training.evaluate import evaluate
+    from training.fit import dead_relus, fit
 
     if args.val_images:  # before the minutes of encoding pairs, as fit checks it
         from training.commands.fit import check_val_images
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     teacher_s = seconds.pop("teacher")
     vae_label, vae = full_vae(space.channels)
     vae_s = median_seconds(lambda: run_vae(vae, x), torch.device("cpu"), budget_s=0.0, min_repeats=3)
-    del vae
+    vae = None  # free the full VAE before the next space
 
     def meets(name):
         return teacher_s / seconds[name] >= FLOOR["teacher"] and vae_s / seconds[name] >= FLOOR["full VAE"]

@@ -5,7 +5,7 @@ their fit held out, and kodak24.
 
 For each shipped file, in one process: its training pairs rebuilt from its recipe (the same crops, augmentation,
 excluded images and noise mix, so the fit's cache answers), split by image the way its fit split them
-(training.gradient.split with the file's seed and validation fraction), or, where the fit validated on named
+(training.adam.split with the file's seed and validation fraction), or, where the fit validated on named
 images (`fit --val-images`), every crop against those images' tiles. Each side is scored on clean latents only,
 as training.evaluate scores kodak24 (mean PSNR/SSIM per crop against the teacher's decode, clamped, at the file's
 output resolution). The held-out images differ from the training ones in content, so the same is measured for
@@ -29,9 +29,9 @@ FAMILIES = ("mlp", "conv", "upsampler")  # the mlp's pairs (no illustrations, no
 
 
 def seen_and_held_out(pairs, training: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Indices of `pairs`' clean samples the fit trained on and of those it held out (training.gradient.split,
+    """Indices of `pairs`' clean samples the fit trained on and of those it held out (training.adam.split,
     with the `training` settings of the file's recipe)."""
-    from training.gradient import split
+    from training.adam import split
 
     seen, held = split(pairs.image, training["val_fraction"], training["seed"])
     return seen[~pairs.noised[seen]], held[~pairs.noised[held]]
@@ -51,7 +51,7 @@ def measure(name: str, count: int | None) -> dict:
     """Scores of the shipped file `name` and of its linear base on the crops it trained on ("seen"), on its
     held-out images ("held out") and on kodak24, with what each set is ("... by")."""
     from previewers import load
-    from previewers.conventions import get_space
+    from previewers.models.spaces import get_space
     from training.commands.fit import validation_tiles
     from training.data import Crops, make_pairs
     from training.evaluate import score

@@ -8,7 +8,7 @@
 # skipped when less than its minimum is left of GPU_SH_BUDGET, so the whole run ends inside it):
 #   tests              pytest of the CUDA tests (tests -k "cuda or gpu": test_callback's sync check, test_day_one's GPU path)
 #   first-use-net      previewer="auto"'s first use on CUDA for a full-size SD 1.5 AutoencoderKL (random weights):
-#                      closed form, then the day-one net within previewers.first_use.GPU_NET_BUDGET_S (timed)
+#                      closed form, then the day-one net within previewers.first_use.fit.GPU_NET_BUDGET_S (timed)
 #   overhead-fp16      python -m benchmarks.overhead --device cuda --dtype float16 (full SD 1.5 UNet step)
 #   speed-fp16         python -m benchmarks.speed --dtype float16, sd1 and flux2 (4 and 32 channels)
 #   torchrun           an nccl all-reduce + DDP smoke test and a fit, both under `torchrun --nproc_per_node=1`
@@ -157,7 +157,7 @@ PYEOF
 
 cat >"$W/py/first_use_net.py" <<'PYEOF'
 """previewer="auto"'s first use on CUDA for a full-size SD 1.5 AutoencoderKL (random weights, SD 1.5 config):
-previewers.first_use.fitted_previewer fits the closed form, then (net_on_first_use: CUDA VAE) trains the day-one net
+previewers.first_use.fit.fitted_previewer fits the closed form, then (net_on_first_use: CUDA VAE) trains the day-one net
 within GPU_NET_BUDGET_S. Times each part. argv: float32|float16 (the VAE's dtype)."""
 import os
 import sys
@@ -172,7 +172,7 @@ import torch
 from benchmarks.reference import SD15_VAE
 from benchmarks.timing import machine
 from previewers import first_use
-from previewers.conventions import bind_vae
+from previewers.pipelines.conventions import bind_vae
 
 dry = os.environ.get("GPU_SH_DRY") == "1"
 device = torch.device(os.environ.get("GPU_SH_DEVICE", "cuda"))
@@ -207,7 +207,7 @@ data = r.get("data") if isinstance(r.get("data"), dict) else {}
 crops = data.get("crops", {}).get("count", "?") if isinstance(data.get("crops"), dict) else "?"
 lines = [
     f"# First use on {device.type}: SD 1.5 AutoencoderKL ({dtype_name}, random weights)", "",
-    f"On {machine(device, dtype)}. `previewers.first_use.fitted_previewer` as `previewer=\"auto\"` runs it on first "
+    f"On {machine(device, dtype)}. `previewers.first_use.fit.fitted_previewer` as `previewer=\"auto\"` runs it on first "
     f"use (fresh cache folder); the VAE's random weights make the PSNRs meaningless, the seconds are the point.", "",
     "| part | seconds | detail |", "|---|---|---|",
     f"| whole first use (closed form + net) | {first_use_s:.1f} | kept: {chosen.family} |",
@@ -244,8 +244,8 @@ os.environ["LATENT_PREVIEW_FIRST_USE_NET"] = "0"  # the net is trained below, wi
 import previewers  # noqa: E402
 from benchmarks.day_one import SHARED, TEACHERS, autoencoder_tiny  # noqa: E402
 from benchmarks.timing import machine  # noqa: E402
-from previewers.conventions import bind_vae  # noqa: E402
-from previewers.first_use import fitted_previewer  # noqa: E402
+from previewers.pipelines.conventions import bind_vae  # noqa: E402
+from previewers.first_use.fit import fitted_previewer  # noqa: E402
 from training.day_one import train_day_one_net  # noqa: E402
 from training.evaluate import evaluate, held_out, markdown  # noqa: E402
 from training.teachers import load_teacher  # noqa: E402
@@ -343,7 +343,7 @@ torchrun_step() {
     [ "$DRY" = 1 ] && crops=16 side=64 steps=20
     "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 "$W/py/nccl_smoke.py" 2>&1 | tee "$W/logs/nccl-smoke.txt"
     "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 -m previewers fit --teacher "$teacher" \
-        --space sd1 --images "$ROOT/previewers/fit_images" --crops "$crops" --crop-size "$side" \
+        --space sd1 --images "$ROOT/previewers/first_use/fit_images" --crops "$crops" --crop-size "$side" \
         --family affine,mlp --args '{"mlp": {"hidden": [16]}}' --steps "$steps" --batch 64 --patience 100 \
         --device "$DEVICE" --cache "$W/ddp-cache" --out "$W/ddp" 2>&1 | tee "$W/logs/torchrun-fit.txt"
     local rc=${PIPESTATUS[0]}

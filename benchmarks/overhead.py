@@ -40,8 +40,8 @@ import torch
 from benchmarks.reference import FLUX1_VAE, SD15_UNET, SD15_VAE, sd15_scheduler
 from benchmarks.speed import QUICK_TIMING, TIMING, previewers_for
 from benchmarks.timing import machine, median_seconds, progress, publish, synchronize
-from training.gradient import resolve_device
 from previewers import FAMILIES, PreviewCallback, build
+from training.adam import resolve_device
 
 RESULTS = Path(__file__).resolve().parent / "results"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

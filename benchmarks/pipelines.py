@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from previewers.conventions import find_decoder
+from previewers.pipelines.conventions import find_decoder
 
 ROOT = Path(__file__).resolve().parents[1]
 PREVIEWERS_DIR = str(ROOT / "previewers")
@@ -228,7 +228,7 @@ def compare_outputs(a, b, path: str = "output", depth: int = 0) -> str | None:
         return None
     if type(a) is not type(b):
         return f"{path}: {type(a).__name__} vs {type(b).__name__}"
-    if hasattr(a, "values") and isinstance(getattr(a, "values"), dict):  # modular PipelineState
+    if hasattr(a, "values") and isinstance(a.values, dict):  # modular PipelineState
         return compare_outputs(a.values, b.values, f"{path}.values", depth + 1)
     if isinstance(a, (int, float, str, bool, bytes, type(None))):
         same = a == b or (isinstance(a, float) and a != a and b != b)
@@ -319,7 +319,7 @@ def flat_previews(images: dict) -> int:
 
 def make_callback(pipe, kwargs: dict):
     """PreviewCallback.for_pipeline(pipe, previewer="auto", keep=True) at the fixture's size (and frames)."""
-    from previewers.callback import PreviewCallback
+    from previewers.pipelines.callback import PreviewCallback
 
     options = {"previewer": "auto", "keep": True, "out_dir": None}
     params = inspect.signature(PreviewCallback.for_pipeline).parameters
@@ -338,7 +338,7 @@ def make_callback(pipe, kwargs: dict):
 
 
 def callback_layout(cb):
-    """The callback's latent conversion (a conventions.PipelineLatents or its successor)."""
+    """The callback's latent conversion (a latents.PipelineLatents)."""
     for name in ("layout", "latents", "conversion", "convention"):
         layout = getattr(cb, name, None)
         if layout is not None and hasattr(layout, "frames") and hasattr(layout, "decode"):
@@ -669,7 +669,8 @@ def _reseeded(kwargs: dict) -> dict:
 
 def modular_fixtures():
     """(label, build, inputs) of the tiny modular pipelines of benchmarks/modular_fixtures.py (one per FAMILIES)."""
-    from benchmarks.modular_fixtures import FAMILIES, build_tiny_modular as builder
+    from benchmarks.modular_fixtures import FAMILIES
+    from benchmarks.modular_fixtures import build_tiny_modular as builder
 
     names = list(FAMILIES)
     items = []

@@ -38,7 +38,7 @@ def shipped(space: str) -> dict:
 
 def measure(space: str, count: int | None):
     """(rows, note) for one space."""
-    from previewers.conventions import get_space
+    from previewers.models.spaces import get_space
     from training.data import default_cache_dir, fingerprint
     from training.evaluate import baselines, evaluate, held_out
     from training.fit import dead_relus
@@ -154,7 +154,7 @@ def main(argv=None) -> int:
         mlp_summary(results),
         "Published tables: ComfyUI `comfy/latent_formats.py`, AUTOMATIC1111 `modules/sd_vae_approx.py`, InvokeAI "
         "`invokeai/app/util/step_callback.py`, stable-diffusion.cpp `latent-preview.h` (figures with commits in "
-        "`training/published.py`). Peers: ../shared/models/peers (birchlabs, AUTOMATIC1111 Approx NN, vaelight).",
+        "`training/factor_tables.py`). Peers: ../shared/models/peers (birchlabs, AUTOMATIC1111 Approx NN, vaelight).",
         *(markdown(rows, title=f"{space}", note=note) for space, (rows, note) in results.items()),
     ])
     Path(args.out).write_text(text + "\n")

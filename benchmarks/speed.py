@@ -25,8 +25,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.reference import decoder_parameters, full_vae
 from benchmarks.timing import machine, median_seconds, progress, publish
-from training.gradient import resolve_device
 from previewers import FAMILIES, SPACES, Previewer, available, build, load
+from training.adam import resolve_device
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"  # ../shared beside the checkout
 TEACHERS = SHARED / "models" / "teachers"

@@ -66,11 +66,11 @@ def main(argv=None) -> int:
                              "row), to continue the chosen one with `previewers fit --init`")
     args = parser.parse_args(argv)
 
-    from previewers.weightfile import save
+    from previewers.models.weightfile import save
+    from training.adam import Training
     from training.evaluate import evaluate
     from training.fit import fit
     from training.full_res import CEILING, Ceiling, Pooled
-    from training.gradient import Training
 
     space, teacher, pairs, _, data, context = space_data(args.space, args.count)
 

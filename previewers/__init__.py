@@ -6,10 +6,10 @@
     rgb = p(latents)                    # (B, C, h, w) → (B, 3, h·s, w·s) in [0, 1]
 """
 
-from .families import FAMILIES, Previewer, build
-from .registry import available, load, weights_dir
-from .conventions import SPACES
-from .weightfile import save
+from previewers.models.families import FAMILIES, Previewer, build
+from previewers.models.registry import available, load, weights_dir
+from previewers.models.spaces import SPACES
+from previewers.models.weightfile import save
 
 __version__ = "0.1.0"
 
@@ -17,7 +17,7 @@ __version__ = "0.1.0"
 def __getattr__(name):
     # The callback pulls in more machinery (threads, image writers); load it on first use.
     if name == "PreviewCallback":
-        from .callback import PreviewCallback
+        from previewers.pipelines.callback import PreviewCallback
 
         return PreviewCallback
     raise AttributeError(f"module 'previewers' has no attribute {name!r}")

@@ -1,17 +1,14 @@
 """What a new user trips on: bad input gets one clear line before any long work, never a traceback or a silent
 wrong answer."""
 
-import sys
-import warnings
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 import previewers
 from previewers.cli import main
-from previewers.families import affine
+from previewers.models.families import affine
 
 
 def planted_file(tmp_path, name="planted"):
@@ -92,7 +89,7 @@ def test_list_refuses_an_unknown_space(capsys):
 
 
 def test_export_offers_only_what_works(tmp_path, capsys):
-    from previewers.families import upsampler
+    from previewers.models.families import upsampler
 
     with pytest.raises(SystemExit):
         main(["export", str(tmp_path / "x.safetensors"), "--format", "taesd", "--out", str(tmp_path / "x")])

@@ -4,7 +4,7 @@ import torch
 from benchmarks import frontier, overhead, speed, upsampler_frontier
 from benchmarks.timing import median_seconds
 from previewers import FAMILIES, build
-from training.gradient import LOSSES
+from training.adam import LOSSES
 
 CPU = torch.device("cpu")
 
@@ -136,8 +136,8 @@ def test_frontier_refuses_val_images_that_match_no_training_image(shared, capsys
 
 def test_generalisation_scores_only_clean_samples_of_the_images_the_fit_held_out():
     from benchmarks.generalisation import seen_and_held_out
+    from training.adam import split
     from training.data import Pairs
-    from training.gradient import split
 
     image = torch.arange(20).repeat_interleave(3)  # 20 images, 3 crops each
     noised = torch.arange(60) % 3 == 0

@@ -8,11 +8,10 @@ import torch
 from PIL import Image
 
 from previewers import PreviewCallback
-from previewers.callback import AUTO_FAMILIES, auto_previewer
-from previewers.denoised import make_source
-from previewers.families import affine
-from previewers.registry import available
-from previewers.sinks import step_name
+from previewers.models.families import affine
+from previewers.outputs.writer import step_name
+from previewers.pipelines.callback import AUTO_FAMILIES, auto_previewer
+from previewers.pipelines.x0 import make_source
 
 diffusers = pytest.importorskip("diffusers")
 from diffusers.callbacks import MultiPipelineCallbacks  # noqa: E402
@@ -419,7 +418,7 @@ def test_generate_without_model_files_says_where_it_looked(tmp_path, capsys):
 def test_callback_never_synchronises_the_gpu(scheduler, monkeypatch):
     """Everything the callback does in the sampling loop (x0, previewer, resize, uint8, start of the
     copy to pinned memory) runs under CUDA's sync debug mode "error"; the writer is stubbed out."""
-    from previewers.sinks import to_host
+    from previewers.outputs.writer import to_host
 
     pipe, kwargs = build("sd")
     pipe.scheduler = getattr(diffusers, scheduler).from_config(pipe.scheduler.config)

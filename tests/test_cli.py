@@ -3,10 +3,9 @@ import pytest
 import torch
 from PIL import Image
 
-import previewers
 from previewers import save
-from previewers.families import affine
 from previewers.cli import main
+from previewers.models.families import affine
 
 
 def planted_file(tmp_path):
@@ -68,8 +67,8 @@ def test_decode_errors_are_one_line(tmp_path, capsys):
 
 
 def test_decode_unpacks_flux_tokens(tmp_path):
-    from previewers.families import affine
-    from previewers.conventions import unpack_tokens
+    from previewers.models.families import affine
+    from previewers.pipelines.latents import unpack_tokens
 
     p = affine(4)
     torch.nn.init.normal_(p.body.weight, std=0.3)

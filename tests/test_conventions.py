@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from previewers.conventions import Convention, PipelineLatents, unpack_tokens
+from previewers.pipelines.conventions import Convention
+from previewers.pipelines.latents import PipelineLatents, unpack_tokens
 
 diffusers = pytest.importorskip("diffusers")
 

@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from previewers import PreviewCallback
-from previewers.conventions import bind
-from previewers.weightfile import load_file, save
+from previewers.models.weightfile import load_file, save
+from previewers.pipelines.latents import bind
 
 diffusers = pytest.importorskip("diffusers")
 
-from test_first_use import SIZE, build
+from test_first_use import SIZE, build  # noqa: E402
 
 FAST = ["--device", "cpu", "--net-steps", "4", "--net-crops", "16"]
 
@@ -60,7 +60,7 @@ def folder(fitted, tmp_path, monkeypatch):
 
 
 def entries(pipe):
-    from previewers.first_use import cache_path, net_path
+    from previewers.first_use.fit import cache_path, net_path
 
     path = cache_path(bind(pipe))
     return path, net_path(path)
@@ -83,10 +83,10 @@ def test_fit_caches_the_closed_form_and_the_net(fitted, folder, monkeypatch):
     assert load_file(out).meta == net.meta
     assert not net_path.with_name(net_path.name + ".ckpt").exists()  # removed when the fit ended
     # the pairs were cached: a second fit of both runs the VAE on no crop
-    import previewers.first_use
+    import previewers.first_use.fit
     import training.data
 
-    monkeypatch.setattr(previewers.first_use, "pairs", lambda *a, **k: pytest.fail("first-use pairs made again"))
+    monkeypatch.setattr(previewers.first_use.fit, "pairs", lambda *a, **k: pytest.fail("first-use pairs made again"))
     monkeypatch.setattr(training.data, "_compute_shard", lambda *a, **k: pytest.fail("net pairs made again"))
     assert main(["fit", "--pipeline", str(pipe_dir), *FAST]) == 0
 
@@ -100,20 +100,20 @@ def test_auto_takes_the_entry_with_the_higher_held_out_psnr(folder, monkeypatch,
         metrics = {**previewer.meta["metrics"], "clean": {"psnr": 40.0 if kind == winner else 20.0}}
         save(previewer, path, metrics=metrics)
 
-    import previewers.first_use
+    import previewers.first_use.fit
 
-    monkeypatch.setattr(previewers.first_use, "fit_for_vae", lambda *a, **k: pytest.fail("fitted instead of cached"))
+    monkeypatch.setattr(previewers.first_use.fit, "fit_for_vae", lambda *a, **k: pytest.fail("fitted instead of cached"))
     cb = PreviewCallback.for_pipeline(pipe, height=SIZE, width=SIZE)
     assert cb.previewer.meta["metrics"]["clean"]["psnr"] == 40.0
     assert (cb.previewer.args.get("channels") == [32, 32, 32, 32]) == (winner == "net")
 
 
 def test_a_killed_net_fit_resumes_from_its_checkpoint(folder, tmp_path, monkeypatch):
-    import training.gradient
+    import training.adam
     from previewers.cli import main
 
     pipe, pipe_dir = folder
-    real = training.gradient.save_checkpoint
+    real = training.adam.save_checkpoint
 
     def killed(path, state):  # the run dies right after its first checkpoint (step 1 of 4)
         real(path, state)
@@ -121,9 +121,9 @@ def test_a_killed_net_fit_resumes_from_its_checkpoint(folder, tmp_path, monkeypa
 
     closed_path, net_path = entries(pipe)
     net_path.unlink()
-    monkeypatch.setattr(training.gradient, "save_checkpoint", killed)
+    monkeypatch.setattr(training.adam, "save_checkpoint", killed)
     assert main(["fit", "--pipeline", str(pipe_dir), *FAST]) == 130  # "interrupted"
-    monkeypatch.setattr(training.gradient, "save_checkpoint", real)
+    monkeypatch.setattr(training.adam, "save_checkpoint", real)
     assert closed_path.is_file() and not net_path.exists()
     assert net_path.with_name(net_path.name + ".ckpt").is_file()
     out = tmp_path / "resumed.safetensors"
@@ -176,7 +176,7 @@ def test_no_net_fits_the_closed_form_only(folder):
 
 
 def test_first_use_trains_a_net_only_on_a_gpu(folder, monkeypatch):
-    from previewers.first_use import net_on_first_use
+    from previewers.first_use.fit import net_on_first_use
 
     pipe, _ = folder
     latents = bind(pipe)
@@ -190,13 +190,13 @@ def test_first_use_trains_a_net_only_on_a_gpu(folder, monkeypatch):
 
 
 def test_previewers_still_import_without_training():
-    code = ("import sys, previewers, previewers.first_use, previewers.callback; "
+    code = ("import sys, previewers, previewers.first_use.fit, previewers.pipelines.callback; "
             "assert not [m for m in sys.modules if m == 'training' or m.startswith('training.')], 'training imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_shipped_fit_images_are_licensed_and_small():
-    from previewers.first_use import HELD_OUT, IMAGES
+    from previewers.first_use.fit import HELD_OUT, IMAGES
 
     names = sorted(p.name for p in IMAGES.glob("*.jpg"))
     licences = (IMAGES / "LICENSES.md").read_text()

@@ -3,11 +3,11 @@ import pytest
 import torch
 from PIL import Image
 
-import previewers.registry
+import previewers.models.registry
 from previewers import save
-from previewers.commands.demo import PIXELS, STEPS, demo_latents
-from previewers.families import affine
-from previewers.sinks import step_name
+from previewers.cli.demo import PIXELS, STEPS, demo_latents
+from previewers.models.families import affine
+from previewers.outputs.writer import step_name
 
 pytest.importorskip("diffusers")
 
@@ -25,7 +25,7 @@ def test_demo_writes_every_step_animations_and_sheet_offline(tmp_path, monkeypat
     previewer = affine(4)
     torch.nn.init.normal_(previewer.body.weight, std=0.2)
     save(previewer, weights / "sd1-affine.safetensors", space="sd1")
-    monkeypatch.setattr(previewers.registry, "weights_dir", lambda: weights)
+    monkeypatch.setattr(previewers.models.registry, "weights_dir", lambda: weights)
     from previewers.cli import main
 
     out = tmp_path / "demo"

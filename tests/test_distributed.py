@@ -10,9 +10,10 @@ import torch
 
 pytest.importorskip("diffusers")
 
+from test_fit import tiny_vae_folder, write_images  # noqa: E402
+
 import previewers  # noqa: E402
 from previewers.cli import main  # noqa: E402
-from test_fit import tiny_vae_folder, write_images  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MLP = ["--family", "mlp", "--args", '{"hidden": [8]}', "--steps", "300", "--batch", "4", "--patience", "100"]
@@ -21,7 +22,7 @@ MLP = ["--family", "mlp", "--args", '{"hidden": [8]}', "--steps", "300", "--batc
 DYING_RANK = """
 import os, sys
 from previewers.cli import main
-from training import gradient
+from training import adam as gradient
 
 calls, loss = [0], gradient.display_loss
 

@@ -7,9 +7,10 @@ from PIL import Image
 
 pytest.importorskip("diffusers")
 
-from previewers.cli import main  # noqa: E402
-from previewers.latents_io import read_latents  # noqa: E402
 from test_fit import tiny_vae_folder  # noqa: E402
+
+from previewers.cli import main  # noqa: E402
+from previewers.outputs.latents_file import read_latents  # noqa: E402
 from training.teachers import load_teacher  # noqa: E402
 
 

@@ -9,13 +9,14 @@ from PIL import Image
 
 pytest.importorskip("diffusers")
 
-import previewers  # noqa: E402
-from previewers.cli import main  # noqa: E402
-from previewers.families import affine, upsampler  # noqa: E402
 from test_data import fake_teacher, photos  # noqa: E402,F401  (fixture)
 from test_fit import tiny_vae_folder, write_images  # noqa: E402
+
+import previewers  # noqa: E402
+from previewers.cli import main  # noqa: E402
+from previewers.models.families import affine, upsampler  # noqa: E402
 from training.evaluate import evaluate, held_out, markdown  # noqa: E402
-from training.sheet import LEFT, LABEL, write_sheet  # noqa: E402
+from training.sheet import LABEL, LEFT, write_sheet  # noqa: E402
 
 
 def exact_affine():

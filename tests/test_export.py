@@ -7,7 +7,7 @@ import torch
 
 import previewers
 from previewers.cli import main
-from previewers.families import affine, quadratic, upsampler
+from previewers.models.families import affine, quadratic, upsampler
 
 
 def random_affine():
@@ -63,7 +63,7 @@ def test_affine_export_reproduces_the_previewer(tmp_path, capsys):
 
 
 def test_published_table_round_trips_to_its_own_numbers(tmp_path):
-    published = pytest.importorskip("training.published")
+    published = pytest.importorskip("training.factor_tables")
     table = published.TABLES["sd1/comfyui"]
     path = previewers.save(published.as_previewer(table), tmp_path / "t.safetensors")
     assert main(["export", str(path), "--format", "comfyui", "--out", str(tmp_path / "t.py")]) == 0

@@ -3,7 +3,7 @@ import torch
 import torch.nn.functional as F
 
 from previewers import FAMILIES, build
-from previewers.families import affine, conv, linear, mlp, quadratic, upsampler
+from previewers.models.families import affine, conv, linear, mlp, quadratic, upsampler
 
 
 @pytest.mark.parametrize("family", FAMILIES)

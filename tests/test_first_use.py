@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from previewers import PreviewCallback
-from previewers.conventions import bind, bind_vae, infer_size
-from previewers.sinks import step_name
+from previewers.outputs.writer import step_name
+from previewers.pipelines.latents import bind, bind_vae, infer_size
 
 diffusers = pytest.importorskip("diffusers")
 
@@ -117,12 +117,12 @@ def test_fit_on_first_use_previews_every_step_and_is_cached(tiny, tmp_path, monk
     cached = list((tmp_path / "cache" / "fitted").glob(f"{space}-*.safetensors"))
     assert len(cached) == 1
 
-    import previewers.first_use
+    import previewers.first_use.fit
 
     def no_fit(*args, **kwargs):
         raise AssertionError("fitted again instead of loading the cache")
 
-    monkeypatch.setattr(previewers.first_use, "fit_for_vae", no_fit)
+    monkeypatch.setattr(previewers.first_use.fit, "fit_for_vae", no_fit)
     again = PreviewCallback.for_pipeline(pipe, height=SIZE, width=SIZE)
     assert again.previewer.meta == meta
     for a, b in zip(again.previewer.state_dict().values(), cb.previewer.state_dict().values()):
@@ -189,7 +189,7 @@ def test_vae_previewer_last_step_is_the_final_image(kind, tmp_path):
 def test_vae_previewer_warns_once_when_a_decode_costs_more_than_a_step(monkeypatch):
     import time
 
-    from previewers.vae_preview import VaePreview
+    from previewers.pipelines.vae_decode import VaePreview
 
     pipe, kwargs, output = build("qwenimage")
     pipe.set_progress_bar_config(disable=True)
@@ -252,9 +252,9 @@ def test_fit_command_fills_the_cache_for_a_pipeline_folder(tmp_path, monkeypatch
     assert main(["fit", "--pipeline", str(tmp_path / "pipe"), "--device", "cpu", "--no-net", "--out", str(tmp_path / "q.safetensors")]) == 0
     assert "cached" in capsys.readouterr().out and (tmp_path / "q.safetensors").is_file()
 
-    import previewers.first_use
+    import previewers.first_use.fit
 
-    monkeypatch.setattr(previewers.first_use, "fit_for_vae", lambda *a, **k: pytest.fail("not taken from the cache"))
+    monkeypatch.setattr(previewers.first_use.fit, "fit_for_vae", lambda *a, **k: pytest.fail("not taken from the cache"))
     cb = PreviewCallback.for_pipeline(pipe, height=SIZE, width=SIZE)
     assert cb.previewer.meta["space"] == bind(pipe).convention.name
     assert main(["fit", "--pipeline", str(tmp_path)]) == 2
@@ -289,7 +289,7 @@ def test_fit_against_a_real_trained_decoder(shared):
     first use gets a usable previewer (measured 24.4 dB held-out, constant colour 13.5 dB)."""
     from safetensors.torch import load_file
 
-    from previewers.first_use import fit_for_vae
+    from previewers.first_use.fit import fit_for_vae
 
     vae = diffusers.AutoencoderTiny(latent_channels=4)
     weights = {f"encoder.layers.{k}": v.float()

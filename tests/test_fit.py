@@ -10,11 +10,11 @@ pytest.importorskip("diffusers")
 
 import previewers  # noqa: E402
 from previewers.cli import main  # noqa: E402
+from training.adam import Training  # noqa: E402
 from training.data import Crops, Pairs, make_pairs  # noqa: E402
 from training.evaluate import evaluate, held_out  # noqa: E402
 from training.export import unit_factors  # noqa: E402
 from training.fit import fit  # noqa: E402
-from training.gradient import Training  # noqa: E402
 from training.teachers import load_teacher  # noqa: E402
 
 
@@ -258,7 +258,7 @@ def test_image_patterns_without_an_image_folder_are_an_error(tmp_path, capsys, m
 def test_fit_refuses_to_overwrite_without_force(tmp_path, capsys):
     vae = tiny_vae_folder(tmp_path / "vae")
     images = write_images(tmp_path / "images", count=1)
-    out = previewers.save(previewers.families.affine(4), tmp_path / "sd1-affine.safetensors")
+    out = previewers.save(previewers.models.families.affine(4), tmp_path / "sd1-affine.safetensors")
     before = out.read_bytes()
     base = ["fit", "--teacher", str(vae), "--space", "sd1", "--family", "affine", "--images", str(images),
             "--crop-size", "32", "--crops", "2", "--no-cache", "--out", str(out)]
@@ -283,7 +283,7 @@ def test_missing_train_extras_say_what_to_install(tmp_path, capsys, monkeypatch,
 
 
 def test_validation_holds_out_whole_images():
-    from training.gradient import split
+    from training.adam import split
 
     groups = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3, 4, 4, -1, -1])
     train, val = split(groups, 0.3, seed=0)
@@ -292,8 +292,8 @@ def test_validation_holds_out_whole_images():
 
 
 def test_adam_fits_validate_on_the_validation_samples_and_train_on_every_pair(one_thread):
+    from training.adam import display_loss, psnr_of
     from training.evaluate import HeldOut, validation_pairs
-    from training.gradient import display_loss, psnr_of
 
     x, rgb, pairs = residual_case()
     other, other_rgb, _ = residual_case()
@@ -353,7 +353,7 @@ def test_residual_nets_start_at_their_closed_form_base_and_only_improve(one_thre
 
 
 def test_an_interrupted_fit_resumes_to_the_same_result(one_thread, tmp_path, monkeypatch):
-    from training import gradient
+    from training import adam as gradient
 
     x, rgb, pairs = residual_case()
     settings = Training(steps=300, eval_every=50, lr=1e-2, patience=100)
@@ -399,8 +399,8 @@ def test_a_short_upsampler_fit_improves_full_resolution_psnr_over_its_start(shar
 
 
 def test_the_edge_loss_is_l1_plus_l1_of_the_error_differences():
-    from training.gradient import SSIM_WEIGHT, training_loss
-    from training.metrics import ssim
+    from previewers.metrics import ssim
+    from training.adam import SSIM_WEIGHT, training_loss
 
     target = torch.zeros(1, 3, 4, 4)
     target[..., 2:] = 1.0  # a vertical edge
@@ -442,7 +442,7 @@ def test_fits_on_streamed_pairs_equal_fits_in_memory(one_thread, tmp_path):
 
 
 def test_dead_relus_finds_a_stage_that_outputs_zero_everywhere():
-    from previewers.families import upsampler
+    from previewers.models.families import upsampler
     from training.fit import dead_relus
 
     p = upsampler(4, width=8, depth=1, stages=(8, 8, 8), upsample="shuffle", base=3).eval()
@@ -495,7 +495,7 @@ def test_the_cli_continues_a_fit_from_a_file(tmp_path, capsys, one_thread):
 
 
 def test_leaky_upsampler_stages_cannot_die_and_save_their_activation(tmp_path):
-    from previewers.families import upsampler
+    from previewers.models.families import upsampler
     from training.fit import dead_relus
 
     p = upsampler(4, width=8, depth=1, stages=(8, 8, 8), upsample="shuffle", base=3, activation="leaky").eval()

@@ -5,11 +5,12 @@ from PIL import Image
 
 pytest.importorskip("diffusers")
 
+from test_callback import save_tiny_sd_folder  # noqa: E402
+
 from previewers import save  # noqa: E402
 from previewers.cli import main  # noqa: E402
-from previewers.families import affine  # noqa: E402
-from previewers.sinks import step_name  # noqa: E402
-from test_callback import save_tiny_sd_folder  # noqa: E402
+from previewers.models.families import affine  # noqa: E402
+from previewers.outputs.writer import step_name  # noqa: E402
 
 
 def test_generate_size_guidance_negative_prompt(tmp_path, capsys):

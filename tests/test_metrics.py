@@ -3,7 +3,7 @@ import pytest
 import torch
 from skimage.color import lab2rgb
 
-from training.metrics import ciede2000, psnr, ssim, ssim_differentiable
+from previewers.metrics import ciede2000, psnr, ssim, ssim_differentiable
 
 
 def test_identical_images_score_perfectly():

@@ -1,4 +1,4 @@
-"""Preview steps in Modular Diffusers pipelines (previewers/modular.py) on tiny random modular pipelines."""
+"""Preview steps in Modular Diffusers pipelines (previewers/pipelines/modular.py) on tiny random modular pipelines."""
 
 import subprocess
 import sys
@@ -7,11 +7,11 @@ import warnings
 import pytest
 import torch
 
-from previewers.modular import is_modular
+from previewers.pipelines.modular import is_modular
 
 diffusers = pytest.importorskip("diffusers")
-from benchmarks.modular_fixtures import build_tiny_modular
-from previewers.modular import (
+from benchmarks.modular_fixtures import build_tiny_modular  # noqa: E402
+from previewers.pipelines.modular import (  # noqa: E402
     STEP_NAME,
     add_preview_steps,
     denoise_loops,
@@ -157,7 +157,7 @@ def test_not_modular():
 
 
 def test_import_does_not_need_diffusers():
-    code = "import sys, previewers.modular as m; assert 'diffusers' not in sys.modules; print(m.is_modular(1))"
+    code = "import sys, previewers.pipelines.modular as m; assert 'diffusers' not in sys.modules; print(m.is_modular(1))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
     assert result.returncode == 0, result.stderr
 

@@ -5,7 +5,7 @@ import warnings
 import torch
 
 from previewers import PreviewCallback
-from previewers.families import affine
+from previewers.models.families import affine
 
 
 def nonfinite_messages(caught) -> list[str]:
@@ -18,7 +18,7 @@ def test_callback_warns_once_per_run_naming_the_step():
     bad[0, 0, 0, :2] = float("nan")  # 2 of 64 values
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        for run in range(2):
+        for _run in range(2):
             for step, latents in enumerate([good, good, bad, bad]):
                 kwargs = {"latents": latents}
                 assert cb(None, step, 1.0, kwargs) is kwargs

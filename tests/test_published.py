@@ -1,4 +1,4 @@
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -7,10 +7,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from previewers.conventions import SPACES
-from training.metrics import psnr
+from previewers.metrics import psnr
+from previewers.models.spaces import SPACES
+from training.factor_tables import TABLES, as_previewer
 from training.peers import PEERS, peer_file
-from training.published import TABLES, as_previewer
 from training.teachers import load_teacher
 
 KODAK = ("kodim03", "kodim08", "kodim15", "kodim23")
@@ -28,7 +28,7 @@ def kodak_crops(shared: Path) -> torch.Tensor:
     return torch.stack(out)
 
 
-@lru_cache(maxsize=None)
+@cache
 def encoded(shared: Path, space: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The teacher's latents of the crops (4, C, 32, 32) and its decode of them (4, 3, 256, 256)."""
     (decoder,) = (shared / "models" / "teachers").glob(f"{SPACES[space].teacher}_decoder.*")

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import previewers
-from previewers.weightfile import read_config
+from previewers.models.weightfile import read_config
 
 
 def test_available_lists_shipped_files():

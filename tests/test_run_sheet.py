@@ -5,8 +5,8 @@ import torch
 from PIL import Image
 
 from previewers import PreviewCallback
-from previewers.families import affine
-from previewers.sinks import GAP
+from previewers.models.families import affine
+from previewers.outputs.writer import GAP
 
 
 def test_run_sheet_labels_every_tile_with_its_step(tmp_path):

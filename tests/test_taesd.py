@@ -6,13 +6,14 @@ from PIL import Image
 from safetensors.torch import save_file
 
 import previewers
-from previewers import taesd
 from previewers.cli import main
+from previewers.models import taesd
 
 diffusers = pytest.importorskip("diffusers")
 
-from previewers import PreviewCallback  # noqa: E402
 from test_callback import build, latent_side, run, save_tiny_sd_folder  # noqa: E402
+
+from previewers import PreviewCallback  # noqa: E402
 from training.teachers import load_teacher  # noqa: E402
 
 
@@ -122,7 +123,7 @@ def test_generate_preview_methods(shared, tmp_path, capsys):
 
 
 def test_generate_maps_a_family_to_the_shipped_previewer_of_the_space():
-    from previewers.commands.generate import previewer_for
+    from previewers.cli.generate import previewer_for
 
     pipe, _ = build("sdxl")
     assert previewer_for("affine", pipe) == "sdxl-affine"

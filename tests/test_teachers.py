@@ -11,7 +11,7 @@ from safetensors.torch import save_file
 
 diffusers = pytest.importorskip("diffusers")
 
-from previewers import taesd  # noqa: E402
+from previewers.models import taesd  # noqa: E402
 from training.teachers import Teacher, load_teacher  # noqa: E402
 
 # name → (file suffix, latent channels, pooled, PSNR floor in dB). Floors sit ~3 dB under the

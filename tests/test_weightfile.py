@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 
 import previewers
 from previewers import FAMILIES, build, save
-from previewers.weightfile import METADATA_KEY, load_file, read_config
+from previewers.models.weightfile import METADATA_KEY, load_file, read_config
 
 
 def randomised(family, latent_channels=4, **args):

@@ -24,12 +24,11 @@ from PIL import Image, ImageEnhance, ImageOps
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from previewers.cache import cache_root
-from previewers.latents_io import SUFFIXES as LATENT_SUFFIXES
-from previewers.latents_io import read_latents
-
-from . import distributed
-from .noise import trajectory_noise
+from previewers.first_use.cache import cache_root
+from previewers.outputs.latents_file import SUFFIXES as LATENT_SUFFIXES
+from previewers.outputs.latents_file import read_latents
+from training import distributed
+from training.noise import trajectory_noise
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 SHARD = 64  # samples per cache file
@@ -355,7 +354,7 @@ def make_pairs(
     if world.main:
         _write_index(folder, paths, total)
     if stream:
-        from .streamed import ShardColumn
+        from training.streamed import ShardColumn
 
         files_in_order = [paths[j] for j in shards]
         columns = {k: ShardColumn(files_in_order, k) for k in ("latents", "small", "full")}

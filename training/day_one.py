@@ -1,14 +1,14 @@
 """Day-one nets: the conv net our frontier chose for a latent width, trained against a pipeline's own VAE.
 
 `previewer="auto"` for a VAE without shipped previewers fits a closed-form map on first use
-(previewers/first_use.py). This module trains the net behind it, the design benchmarks/fit_weights.sh ships
+(previewers/first_use/fit.py). This module trains the net behind it, the design benchmarks/fit_weights.sh ships
 for the same channel count, against the same VAE, and caches it beside the closed form (`-net`, same VAE
 digest), so the next `auto` build takes whichever scores the higher PSNR on the same held-out crops.
 
-Data: random crops of the photos in previewers/fit_images (the HELD_OUT ones left out), augmented as the
+Data: random crops of the photos in previewers/first_use/fit_images (the HELD_OUT ones left out), augmented as the
 shipped conv nets' crops (flips/rotations, hue, contrast; half each), half of them noised along the space's
 trajectory, encoded and decoded by the pipeline's VAE exactly as the pipeline decodes
-(previewers.conventions.PipelineLatents); targets are the decodes area-pooled to latent resolution. The pairs
+(previewers.pipelines.latents.PipelineLatents); targets are the decodes area-pooled to latent resolution. The pairs
 are cached (training/data.py, keyed by the VAE's digest), so a killed run and later fits reuse them; Adam
 checkpoints beside the cache entry (`-net.safetensors.ckpt`) so `resume=True` continues a killed run.
 
@@ -22,9 +22,8 @@ from pathlib import Path
 
 import torch
 
-from previewers.cache import cache_root
-from previewers.conventions import PipelineLatents, get_space
-from previewers.first_use import (
+from previewers.first_use.cache import cache_root
+from previewers.first_use.fit import (
     CROP_LATENTS,
     HELD_OUT,
     IMAGES,
@@ -34,12 +33,13 @@ from previewers.first_use import (
     net_path,
     score,
 )
-from previewers.weightfile import save
-
-from .data import Crops, make_pairs
-from .fit import fit
-from .gradient import Training, resolve_device
-from .teachers import Teacher
+from previewers.models.spaces import get_space
+from previewers.models.weightfile import save
+from previewers.pipelines.latents import PipelineLatents
+from training.adam import Training, resolve_device
+from training.data import Crops, make_pairs
+from training.fit import fit
+from training.teachers import Teacher
 
 # The shipped conv designs per latent width (benchmarks/fit_weights.sh, chosen by benchmarks/results/frontier-cpu-*.md):
 # a residual 32-32-32-32 net on a linear k×k conv; with 4 channels the last layer is 1x1, wider latents first mix
@@ -103,7 +103,7 @@ def train_day_one_net(latents: PipelineLatents, steps: int = STEPS, crops: int =
                       device: str | torch.device = "auto", resume: bool = False, scheduler=None, out=None,
                       folder: Path | None = None, progress: bool = True, seed: int = 0):
     """Train the day-one conv net for the VAE behind `latents`, cache it as the closed form's `-net` sibling
-    (previewers.first_use.net_path) and return it.
+    (previewers.first_use.fit.net_path) and return it.
 
     steps, crops, batch, lr (default: net_design's), patience: the Adam schedule (defaults: STEPS, CROPS, BATCH, PATIENCE);
     budget_s: wall-clock seconds for the whole fit, pairs included (Adam stops at the deadline, keeping its best

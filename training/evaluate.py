@@ -5,7 +5,7 @@ encoded by the teacher. Each tile is scored clean and noised, z_s = (1 − s)·z
 (training/noise.py), against the teacher's decode of the same latent, clamped to [0, 1] as a
 display would show it and area-pooled to the module's output resolution. Any module works that
 maps (B, C, h, w) denoiser latents to RGB (B, 3, h·scale, w·scale) in [0, 1] and has `.scale` and
-`.meta`: our previewers, published tables (training/published.py), peers (training/peers.py).
+`.meta`: our previewers, published tables (training/factor_tables.py), peers (training/peers.py).
 """
 
 import statistics
@@ -18,9 +18,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
-from .data import CACHE_VERSION, Pairs, digest, folder_listing, image_files
-from .metrics import ciede2000, psnr, ssim
-from .noise import EVAL_NOISE, eval_noise
+from previewers.metrics import ciede2000, psnr, ssim
+from training.data import CACHE_VERSION, Pairs, digest, folder_listing, image_files
+from training.noise import EVAL_NOISE, eval_noise
 
 METRICS = {"psnr": psnr, "ssim": ssim, "ciede2000": ciede2000}
 TIMING_SHAPE = (1, None, 64, 64)  # one 512x512 image's latent; None = the module's channels
@@ -119,7 +119,7 @@ def held_out(teacher, images, size: int = 256, count: int | None = None, seed: i
 
 
 def validation_pairs(data: HeldOut) -> Pairs:
-    """`data`'s clean and noised tiles as Pairs, for training.gradient.train to validate on: unaugmented tiles at
+    """`data`'s clean and noised tiles as Pairs, for training.adam.train to validate on: unaugmented tiles at
     the images' own scale, unlike the training crops."""
     rgb = torch.cat([data.clean_rgb, data.noised_rgb])
     n = len(data.clean)
@@ -235,8 +235,8 @@ def baselines(space: str) -> dict:
     """{name: module} of the published tables and loadable peer models of `space`."""
     import sys
 
+    from training.factor_tables import TABLES, as_previewer
     from training.peers import PEERS
-    from training.published import TABLES, as_previewer
 
     modules = {f"{key.split('/')[1]} table": as_previewer(t) for key, t in TABLES.items() if t.space == space}
     for key, load in PEERS.items():

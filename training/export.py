@@ -4,7 +4,7 @@ ComfyUI (and AUTOMATIC1111, InvokeAI, stable-diffusion.cpp) compute, per latent 
 as the denoiser holds them), rgb = x · latent_rgb_factors + latent_rgb_factors_bias in about
 [-1, 1] and show (rgb + 1) / 2 clamped to [0, 1]. Our previewer shows W·(x·in_scale + in_shift) + b
 directly in [0, 1], so the tool's numbers are factors = 2·(W·diag(in_scale))ᵀ (C×3) and
-bias = 2·(W·in_shift + b) − 1; a fitted `linear` comes out with bias 0 (see previewers/closed_form.py).
+bias = 2·(W·in_shift + b) − 1; a fitted `linear` comes out with bias 0 (see previewers/first_use/closed_form.py).
 """
 
 import json

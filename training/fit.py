@@ -7,11 +7,10 @@ import warnings
 
 import torch
 
-from previewers.closed_form import fit_closed_form, is_closed_form, set_normalisation
-from previewers.families import Quadratic, build
-
-from . import distributed
-from .gradient import Training, resolve_device, train
+from previewers.first_use.closed_form import fit_closed_form, is_closed_form, set_normalisation
+from previewers.models.families import Quadratic, build
+from training import distributed
+from training.adam import Training, resolve_device, train
 
 
 def start_from_closed_form(previewer, pairs, ridge: float, reweight: int, progress: bool, world) -> None:
@@ -86,16 +85,16 @@ def fit(teacher, family: str, pairs, space: str, args: dict | None = None, devic
 
     Closed-form families (linear, affine, quadratic, one-layer conv) are solved by ridge least
     squares on the CPU, reweighted `reweight` times toward the best mean PSNR after the display
-    clamp (previewers/closed_form.py). Other families are trained with `training` on `device`, residual
+    clamp (previewers/first_use/closed_form.py). Other families are trained with `training` on `device`, residual
     ones (`base` in args) from their closed-form base; `checkpoint`/`resume`/`validation` as in
-    training.gradient.train. `init`: a previewer of the same family and arguments (a loaded weight file) to
+    training.adam.train. `init`: a previewer of the same family and arguments (a loaded weight file) to
     start Adam from instead, weights and normalisation, for a further run with a new step budget; the
-    recipe keeps its recipe under "init". `deadline`: a time.perf_counter() value Adam stops at (training.gradient.train).
+    recipe keeps its recipe under "init". `deadline`: a time.perf_counter() value Adam stops at (training.adam.train).
     The result carries meta: space, teacher and the full recipe (options, data, seed, device, seconds,
     versions; under torchrun also world_size and every process's device), ready for previewers.save.
     Under torchrun every process runs fit() on the same pairs: least squares and the normalisation
     statistics split their chunks over the processes and all-reduce the sums, Adam runs
-    data-parallel (training.gradient.train); progress shows on rank 0 only.
+    data-parallel (training.adam.train); progress shows on rank 0 only.
     """
     world = distributed.current()
     progress = progress and world.main

@@ -1,4 +1,4 @@
-"""Make previewers/demo_latents.safetensors, the example latents `latent-preview demo` runs on.
+"""Make previewers/cli/demo_latents.safetensors, the example latents `latent-preview demo` runs on.
 
 Two public-domain photos that ship inside scikit-image (astronaut: NASA, public domain; coffee:
 Rachel Michetti, CC0), centre-cropped to squares, resized to 512x512 and encoded by the taesd
@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from training.teachers import load_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
-OUT = ROOT / "previewers" / "demo_latents.safetensors"
+OUT = ROOT / "previewers" / "cli" / "demo_latents.safetensors"
 PIXELS = 512
 IMAGES = {
     "astronaut": "scikit-image data.astronaut(): Eileen Collins, NASA, public domain",

@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from previewers.conventions import SPACES
+from previewers.models.spaces import SPACES
 
 PEERS_DIR = Path(__file__).resolve().parents[2] / "shared" / "models" / "peers"
 

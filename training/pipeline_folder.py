@@ -8,11 +8,10 @@ from pathlib import Path
 
 import diffusers
 
-from previewers.conventions import bind
-from previewers.first_use import cache_path, cached_entries, fitted_previewer, net_path
-from previewers.weightfile import save
-
-from .gradient import resolve_device
+from previewers.first_use.fit import cache_path, cached_entries, fitted_previewer, net_path
+from previewers.models.weightfile import save
+from previewers.pipelines.latents import bind
+from training.adam import resolve_device
 
 
 def load_vae_only(folder) -> "diffusers.DiffusionPipeline":
@@ -44,7 +43,7 @@ def fit_pipeline_folder(folder, device: str = "auto", space=None, out=None, net:
     returned previewer there; net_steps/net_crops/budget_s: the net's Adam steps, crops and wall-clock budget
     (training.day_one defaults: 1,024 crops, 5,000 steps); `resume`: continue a killed net fit from its
     checkpoint (the closed form is kept when it is cached)."""
-    from .day_one import CROPS, STEPS, train_day_one_net
+    from training.day_one import CROPS, STEPS, train_day_one_net
 
     if resume and not net:
         raise ValueError("--resume continues the net's fit; it cannot go with --no-net")

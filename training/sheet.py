@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from previewers.images import save_atomic, to_uint8
+from previewers.outputs.images import save_atomic, to_uint8
 
 LABEL = 22  # pixels of the label band above each column
 ROWS = ("clean", "noised")

@@ -10,15 +10,15 @@ convention ("model space", DESIGN.md) and back, whatever model is behind it:
 """
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import diffusers
 import torch
 
-from previewers import taesd
-from previewers.conventions import bind_vae
+from previewers.models import taesd
+from previewers.pipelines.latents import bind_vae
 
 SCALE_SHIFT_CLASSES = (diffusers.AutoencoderKL, diffusers.AutoencoderTiny)
 BATCHNORM_CLASSES = (diffusers.AutoencoderKLFlux2,)
@@ -75,7 +75,7 @@ class Teacher:
         vae = vae.to(torch.float32).eval().requires_grad_(False)
         config = vae.config
         # the SD3/FLUX.1 pipelines' (z - shift) · scale, SDXL's per-channel statistics when the config has them,
-        # or FLUX.2's BatchNorm statistics: as a pipeline holding this VAE would normalise (previewers/conventions.py)
+        # or FLUX.2's BatchNorm statistics: as a pipeline holding this VAE would normalise (previewers/pipelines/conventions.py)
         latents = bind_vae(vae)
         factor = latents.factor
         space_info = batchnorm_space(vae) if isinstance(vae, BATCHNORM_CLASSES) else scale_shift_space(vae)
@@ -112,7 +112,7 @@ def batchnorm_space(vae) -> dict:
     As in Flux2Pipeline, z (B, C, h, w) is patchified to (B, C·4, h/2, w/2) (channel index
     c·4 + dy·2 + dx, i.e. pixel_unshuffle), normalised with vae.bn's running statistics,
     (x - running_mean) / sqrt(running_var + batch_norm_eps), and here unpatchified back to
-    (B, C, h, w) so previewers see a spatial latent at H/s (previewers/conventions.py).
+    (B, C, h, w) so previewers see a spatial latent at H/s (previewers/pipelines/conventions.py).
     """
     patch = vae.config.patch_size
     p = patch if isinstance(patch, int) else patch[0]

@@ -19,15 +19,15 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from previewers.commands import require
+    from previewers.cli.dependencies import require
 
     require("diffusers")
     import numpy as np
     import torch
     from PIL import Image, ImageOps
 
-    from previewers.latents_io import write_latents
-    from training.gradient import resolve_device
+    from previewers.outputs.latents_file import write_latents
+    from training.adam import resolve_device
     from training.teachers import load_teacher
 
     if args.size is not None and args.size < 1:

@@ -39,11 +39,11 @@ def labels(names: list[str]) -> list[str]:
 def run(args) -> int:
     from pathlib import Path
 
-    from previewers.commands import require
+    from previewers.cli.dependencies import require
 
     require("diffusers", "tqdm", "skimage")
 
-    from previewers.registry import load
+    from previewers.models.registry import load
     from training.commands.fit import open_teacher
     from training.data import default_cache_dir
     from training.evaluate import baselines, evaluate, held_out, markdown

@@ -22,7 +22,7 @@ def add_arguments(parser):
 def run(args) -> int:
     from pathlib import Path
 
-    from previewers.registry import load
+    from previewers.models.registry import load
     from training.export import comfyui_snippet, factors, json_export
 
     previewer = load(args.previewer)

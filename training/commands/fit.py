@@ -11,7 +11,7 @@ VALIDATION_TILES = 256  # --val-images tiles, spread evenly over the images: a f
 
 
 def add_arguments(parser):
-    from training.gradient import LOSSES
+    from training.adam import LOSSES
 
     first_use = parser.add_argument_group("fit on first use")
     first_use.add_argument("--pipeline", metavar="DIR",
@@ -153,7 +153,7 @@ def globs(text: str | None) -> tuple[str, ...]:
 
 
 def parse_families(text: str) -> list[str]:
-    from previewers.families import FAMILIES
+    from previewers.models.families import FAMILIES
 
     families = [f.strip() for f in text.split(",") if f.strip()]
     unknown = [f for f in families if f not in FAMILIES]
@@ -183,9 +183,9 @@ def family_args(text: str | None, families: list[str]) -> dict:
 
 def open_teacher(args):
     """(teacher, fingerprint) for --teacher/--encoder/--vae-config, checked against --space."""
-    from previewers.conventions import get_space
+    from previewers.models.spaces import get_space
+    from training.adam import resolve_device
     from training.data import fingerprint
-    from training.gradient import resolve_device
     from training.teachers import load_teacher
 
     space = get_space(args.space)
@@ -212,11 +212,11 @@ def output_paths(out: str, space: str, families: list[str], variant: str | None)
 
 def run(args) -> int:
     """Under torchrun (WORLD_SIZE set) every process runs this; they fit data-parallel and rank 0 writes."""
-    from previewers.commands import require
+    from previewers.cli.dependencies import require
 
     require("diffusers", "tqdm", *(["skimage"] if args.eval_images else []))
+    from training.adam import resolve_device
     from training.distributed import launched
-    from training.gradient import resolve_device
 
     if args.pipeline:
         from training.pipeline_folder import fit_pipeline_folder
@@ -252,11 +252,11 @@ def run(args) -> int:
 
 
 def fit_all(args, world) -> int:
-    from previewers.conventions import get_space
-    from previewers.weightfile import save
+    from previewers.models.spaces import get_space
+    from previewers.models.weightfile import save
+    from training.adam import Training
     from training.data import Crops, default_cache_dir, make_pairs
     from training.fit import build_for, fit
-    from training.gradient import Training
 
     families = parse_families(args.family)
     arguments = family_args(args.args, families)
@@ -266,7 +266,7 @@ def fit_all(args, world) -> int:
         raise ValueError(f"{', '.join(existing)} already exists; pass --force to overwrite")
     init = None
     if args.init:
-        from previewers.weightfile import load_file
+        from previewers.models.weightfile import load_file
 
         if len(families) != 1:
             raise ValueError(f"--init continues one fit; --family names {len(families)}")

@@ -15,13 +15,15 @@ x0 wherever it can be had exactly, by one of three means that leave the sampler 
   (DDIM goes here rather than through consecutive latents in its VE form x/√ᾱ: that is exact only
   for η = 0 without clip_sample, and breaks down at zero terminal SNR.)
 
-| scheduler | `source="auto"` gives |
-|---|---|
-| EulerDiscreteScheduler | x0 from consecutive latents (exact; the pipelines use no s_churn) |
-| FlowMatchEulerDiscreteScheduler (SD3, FLUX.1, FLUX.2) | x0 from consecutive latents (exact); latents with `stochastic_sampling=True` |
-| DPMSolverMultistep/Singlestep, EDMDPMSolverMultistep, CosineDPMSolverMultistep (`dpmsolver++`, `sde-dpmsolver++`), UniPCMultistep (`predict_x0`) | the solver's x0 (exact, thresholding included) |
-| DDIM, PNDM, DDPM, EulerAncestralDiscrete, LMSDiscrete (SD/SDXL pipelines) | the guided UNet output as x0 (exact for any DDIM η; `clip_sample`/thresholding are not applied) |
-| anything else (Heun, KDPM2, LCM, TCD, DEIS, FlowMatchHeun, ...) | latents |
+What `source="auto"` gives, by scheduler:
+- EulerDiscreteScheduler: x0 from consecutive latents (exact; the pipelines use no s_churn).
+- FlowMatchEulerDiscreteScheduler (SD3, FLUX.1, FLUX.2): x0 from consecutive latents (exact); latents with
+  `stochastic_sampling=True`.
+- DPMSolverMultistep/Singlestep, EDMDPMSolverMultistep, CosineDPMSolverMultistep (`dpmsolver++`, `sde-dpmsolver++`),
+  UniPCMultistep (`predict_x0`): the solver's x0 (exact, thresholding included).
+- DDIM, PNDM, DDPM, EulerAncestralDiscrete, LMSDiscrete (SD/SDXL pipelines): the guided UNet output as x0 (exact for
+  any DDIM η; `clip_sample`/thresholding are not applied).
+- anything else (Heun, KDPM2, LCM, TCD, DEIS, FlowMatchHeun, ...): latents.
 
 Latents: as handed over, except that VE-form latents of k-diffusion-style schedulers (Euler,
 EulerAncestral, Heun, LMS, ...: `init_noise_sigma` > 1, x = z + σε with σ up to ~14.6) are

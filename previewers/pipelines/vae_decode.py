@@ -2,13 +2,13 @@
 
 Exact pictures at full resolution, at the cost of a full decode per previewed step: suited to
 `every=K` with a large K. The conversion (unpacking, de-normalisation, frames) is the convention's
-(previewers/conventions.py), the same code the fit-on-first-use uses; the VAE is used where the
+(previewers/pipelines/conventions.py), the same code the fit-on-first-use uses; the VAE is used where the
 pipeline placed it and is never moved or modified, so the pipeline's result does not change.
 """
 
 import torch
 
-from .conventions import PipelineLatents
+from previewers.pipelines.latents import PipelineLatents
 
 
 class VaePreview(torch.nn.Module):

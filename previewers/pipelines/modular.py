@@ -288,7 +288,7 @@ def remove_preview_steps(handle: PreviewSteps) -> None:
     for step, on_step in handle.rebound:
         step.on_step = on_step
     handle.rebound.clear()
-    for path, loop, original, new in reversed(handle.inserted):
+    for _path, loop, original, new in reversed(handle.inserted):
         if loop.sub_blocks is new:
             loop.sub_blocks = original
         else:  # replaced since (by hand): take out only our step

@@ -6,9 +6,9 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    from ..registry import available, weights_dir
-    from ..conventions import get_space
-    from ..weightfile import read_config
+    from previewers.models.registry import available, weights_dir
+    from previewers.models.spaces import get_space
+    from previewers.models.weightfile import read_config
 
     if args.space is not None:
         get_space(args.space)

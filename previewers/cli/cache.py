@@ -18,8 +18,8 @@ def human(size: int) -> str:
 def run(args) -> int:
     import shutil
 
-    from ..cache import cache_root, folder_size
-    from ..plural import plural
+    from previewers.first_use.cache import cache_root, folder_size
+    from previewers.plural import plural
 
     root = cache_root()
     entries = sorted(root.iterdir()) if root.is_dir() else []

@@ -8,7 +8,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from .plural import plural
+from previewers.plural import plural
 
 SUFFIXES = (".safetensors", ".pt", ".pth", ".npy")
 

@@ -50,9 +50,9 @@ def load_pipeline(model: str, allow_download: bool, dtype):
 def previewer_for(method: str, pipe):
     """What --preview METHOD means for `pipe`: a family name becomes the shipped previewer of that family
     for the pipeline's latent space; anything else goes to PreviewCallback.for_pipeline as it is."""
-    from ..callback import auto_previewer
-    from ..families import FAMILIES
-    from ..conventions import derive
+    from previewers.models.families import FAMILIES
+    from previewers.pipelines.callback import auto_previewer
+    from previewers.pipelines.conventions import derive
 
     if method == "taesd":
         raise ValueError("--preview taesd needs the decoder file: pass its path, e.g. --preview taesd_decoder.safetensors "
@@ -72,10 +72,10 @@ def run(args) -> int:
 
     import torch
 
-    from . import require
+    from previewers.cli.dependencies import require
 
     require("diffusers", "transformers")
-    from ..callback import PreviewCallback
+    from previewers.pipelines.callback import PreviewCallback
 
     for flag, value in (("--every", args.every), ("--steps", args.steps), ("--height", args.height),
                         ("--width", args.width), ("--size", args.size)):

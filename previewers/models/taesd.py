@@ -14,8 +14,8 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file
 
-from .families import Previewer
-from .conventions import SPACES
+from previewers.models.families import Previewer
+from previewers.models.spaces import SPACES
 
 WIDTH = 64  # channels of every hidden layer
 POOL_WIDTH = 256  # hidden channels of the pooled blocks' GroupNorm branch

@@ -9,14 +9,14 @@ import argparse
 import importlib
 import sys
 
-from .commands import MissingDependency
+from previewers.cli.dependencies import MissingDependency
 
 COMMANDS = {
-    "list": "previewers.commands.list",
-    "decode": "previewers.commands.decode",
-    "demo": "previewers.commands.demo",
-    "generate": "previewers.commands.generate",
-    "cache": "previewers.commands.cache",
+    "list": "previewers.cli.list",
+    "decode": "previewers.cli.decode",
+    "demo": "previewers.cli.demo",
+    "generate": "previewers.cli.generate",
+    "cache": "previewers.cli.cache",
     "fit": "training.commands.fit",
     "eval": "training.commands.eval",
     "export": "training.commands.export",

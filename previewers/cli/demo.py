@@ -18,7 +18,7 @@ def demo_latents():
 
     from safetensors import safe_open
 
-    path = Path(__file__).resolve().parents[1] / "demo_latents.safetensors"
+    path = Path(__file__).resolve().parent / "demo_latents.safetensors"
     with safe_open(path, "pt") as f:
         return f.get_tensor("latents").float(), f.metadata()
 
@@ -72,7 +72,7 @@ def side_by_side(runs: dict, steps: list[int]):
     """Rows: runs (label → callback), columns: `steps`; each cell the batch side by side, labelled."""
     from PIL import Image
 
-    from ..sinks import caption, grid
+    from previewers.outputs.writer import caption, grid
 
     cells = []
     for name, cb in runs.items():
@@ -85,13 +85,13 @@ def side_by_side(runs: dict, steps: list[int]):
 def run(args) -> int:
     from pathlib import Path
 
-    from . import require
+    from previewers.cli.dependencies import require
 
     require("diffusers")  # its EulerDiscreteScheduler drives the simulated run
-    from ..callback import PreviewCallback
-    from ..denoised import make_source
-    from ..registry import available, load
-    from ..images import save_atomic
+    from previewers.models.registry import available, load
+    from previewers.outputs.images import save_atomic
+    from previewers.pipelines.callback import PreviewCallback
+    from previewers.pipelines.x0 import make_source
 
     names = [n for n in available() if n.startswith("sd1-")]
     if not names:

@@ -1,10 +1,10 @@
 """Fit a previewer against a pipeline's own VAE on first use, and cache it keyed by the VAE's weights.
 
 For pipelines whose space has no shipped previewer (or whose VAE does not match it): crops of the
-example photos in previewers/fit_images/ (redistributable, see LICENSES.md there) are encoded by
+example photos in previewers/first_use/fit_images/ (redistributable, see LICENSES.md there) are encoded by
 `pipe.vae`, converted to the denoiser's convention and decoded back exactly as the pipeline decodes
-(previewers/conventions.py). The decodes, area-pooled to latent resolution, are the targets of the
-closed-form families (affine, and a linear 3x3 conv) solved by least squares (previewers/closed_form.py);
+(previewers/pipelines/conventions.py). The decodes, area-pooled to latent resolution, are the targets of the
+closed-form families (affine, and a linear 3x3 conv) solved by least squares (previewers/first_use/closed_form.py);
 whichever is better on the held-out photos' crops is kept. Video VAEs are fitted on single-frame
 encodes (their first latent frame), the colour map every later frame shares up to small drift.
 
@@ -40,11 +40,11 @@ from PIL import Image
 from safetensors.torch import load_file as load_tensors
 from safetensors.torch import save_file as save_tensors
 
-from .cache import cache_root
-from .closed_form import fit_closed_form, set_normalisation
-from .conventions import PipelineLatents
-from .families import Previewer, build
-from .weightfile import load_file, save
+from previewers.first_use.cache import cache_root
+from previewers.first_use.closed_form import fit_closed_form, set_normalisation
+from previewers.models.families import Previewer, build
+from previewers.models.weightfile import load_file, save
+from previewers.pipelines.latents import PipelineLatents
 
 IMAGES = Path(__file__).resolve().parent / "fit_images"
 HELD_OUT = ("coffee", "rocket")  # photos whose crops only score the fits (closed form and net alike)
@@ -205,7 +205,7 @@ def fit_for_vae(latents: PipelineLatents, progress: bool = True, folder: Path | 
             "method": "least squares, fitted on first use",
             "family": family,
             "args": previewer.args,
-            "data": f"{len(train_x)} crops of {side} px from previewers/fit_images "
+            "data": f"{len(train_x)} crops of {side} px from previewers/first_use/fit_images "
                     f"({', '.join(train_names)})",
             "candidates": {f: round(p, 3) for p, f, _ in results},
             "device": str(latents.vae.device) if latents.vae.device.type != "cpu"

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import torch
 
-from . import taesd
-from .families import Previewer
-from .weightfile import METADATA_KEY, is_weight_file, load_file, read_header
+from previewers.models import taesd
+from previewers.models.families import Previewer
+from previewers.models.weightfile import METADATA_KEY, is_weight_file, load_file, read_header
 
-_HERE = Path(__file__).resolve().parent
+_HERE = Path(__file__).resolve().parents[1]  # the package folder: weights/ sits here in a wheel, one up in a checkout
 STATE_DICT_SUFFIXES = (".pth", ".pt")  # torch state dicts: TAESD's own format for taef2
 
 

@@ -8,7 +8,7 @@ Follows diffusers' `callback_on_step_end(pipe, step, timestep, callback_kwargs)`
 returns `callback_kwargs` untouched, so the pipeline's result is bit-identical with and without
 it; works inside `diffusers.callbacks.MultiPipelineCallbacks`. The loop pays only for the
 previewer itself: conversion runs on the latents' device and files are written by a background
-thread (previewers/sinks.py). A failing preview warns once and never breaks the run.
+thread (previewers/outputs/writer.py). A failing preview warns once and never breaks the run.
 """
 
 import os
@@ -17,15 +17,16 @@ import warnings
 
 import torch
 
-from .conventions import SPACES, PipelineLatents, bind
-from .denoised import Source, make_source
-from .families import Previewer, affine
-from .images import resize, to_uint8
-from .modular import add_preview_steps, is_modular, remove_preview_steps
-from .nonfinite import NonFiniteWatch
-from .registry import available, load
-from .sinks import PreviewWriter
-from .vae_preview import VaePreview
+from previewers.models.families import Previewer, affine
+from previewers.models.registry import available, load
+from previewers.models.spaces import SPACES
+from previewers.outputs.images import resize, to_uint8
+from previewers.outputs.writer import PreviewWriter
+from previewers.pipelines.latents import PipelineLatents, bind
+from previewers.pipelines.modular import add_preview_steps, is_modular, remove_preview_steps
+from previewers.pipelines.nonfinite import NonFiniteWatch
+from previewers.pipelines.vae_decode import VaePreview
+from previewers.pipelines.x0 import Source, make_source
 
 # previewer="auto" takes the first family shipped for the space: latent-resolution families
 # first (cheap at every step; `size=` upscales for display), then the 8x upsampler.
@@ -63,8 +64,8 @@ def auto_previewer(space: str, names: list[str] | None = None, families: tuple[s
     if upsampler is None or upsampler == first:
         return first
     if metrics is None:
-        from .registry import weights_dir
-        from .weightfile import read_config
+        from previewers.models.registry import weights_dir
+        from previewers.models.weightfile import read_config
 
         metrics = {n: read_config(weights_dir() / f"{n}.safetensors").get("metrics") or {} for n in (first, upsampler)}
     up, latent = metrics.get(upsampler) or {}, metrics.get(first) or {}
@@ -96,8 +97,8 @@ class PreviewCallback:
     estimation, and for a modular pipeline inserts itself into its denoising loops); the constructor takes the parts:
       previewer: a Previewer; input (B, C, h, w) → RGB (B, 3, H, W) in [0, 1]. Moved to the latents' device on
         first use.
-      source: a denoised.Source choosing x0 or latents per step (None: latents as handed over).
-      layout: the pipeline's latent convention bound to its decoder (conventions.PipelineLatents), which maps its
+      source: an x0.Source choosing x0 or latents per step (None: latents as handed over).
+      layout: the pipeline's latent convention bound to its decoder (latents.PipelineLatents), which maps its
         latents to (B, T, C, h, w) frames (None: they are (B, C, h, w) already).
       frames: for video latents, "all" tiles every latent frame in order in each step preview, "first" previews
         only the first (cheap); the run ends with `video.<animation>` of the last previewed step's frames, and
@@ -142,7 +143,7 @@ class PreviewCallback:
         self.count = 0  # invocations in this run
         self.step_end = None  # when the previous invocation returned (perf_counter), to time a denoising step
         self.decode_timed = not isinstance(previewer, VaePreview)  # only a full VAE decode is worth timing
-        self.preview_steps = None  # a modular pipeline's inserted preview steps (previewers/modular.py)
+        self.preview_steps = None  # a modular pipeline's inserted preview steps (previewers/pipelines/modular.py)
         self.closed = False  # close() was called: the next step 0 starts a new run
 
     @classmethod
@@ -153,14 +154,14 @@ class PreviewCallback:
                      progress: bool = True) -> "PreviewCallback":
         """A callback for `pipe`, a diffusers pipeline (classic or Modular) that decodes latents with a VAE-like
         decoder, or works on pixels. Its latent convention is derived from the decoder and the pipeline's attributes
-        (previewers/conventions.py); for a modular pipeline a preview step is added to each of its denoising loops.
+        (previewers/pipelines/conventions.py); for a modular pipeline a preview step is added to each of its denoising loops.
 
         previewer: "auto" (the preferred shipped previewer when the pipeline's decoder has a shipped space's config,
           else one fitted against the decoder on first use and cached on disk), "fit" (refit that one), "vae" (the
           pipeline's own decoder, decoding exactly as the pipeline does), a registry name, a .safetensors path, a
           TAESD-family decoder file (.safetensors/.pth), a diffusers AutoencoderTiny, or a loaded Previewer.
         source: "auto" (x0 where it is exact for the scheduler, else latents), "x0", "latents"; see
-          previewers/denoised.py for what each scheduler gives. Build the callback after choosing the scheduler.
+          previewers/pipelines/x0.py for what each scheduler gives. Build the callback after choosing the scheduler.
         space: the shipped latent space (sd1, sdxl, sd3, flux1, flux2) the latents are in, for a decoder whose
           config does not say (e.g. an AutoencoderTiny in a Stable Diffusion pipeline).
         height, width: the image size in pixels the pipeline runs at; pipelines holding packed tokens (FLUX, Qwen-Image,
@@ -177,7 +178,7 @@ class PreviewCallback:
         elif isinstance(previewer, str) and previewer == "auto" and convention.space is not None:
             previewer = auto_previewer(convention.space, factor=convention.spatial)
         elif isinstance(previewer, str) and previewer in ("auto", "fit"):
-            from .first_use import fitted_previewer
+            from previewers.first_use.fit import fitted_previewer
 
             try:
                 previewer = fitted_previewer(latents, refit=previewer == "fit", progress=progress)

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from PIL import Image, ImageDraw
 
-from .images import save_atomic
+from previewers.outputs.images import save_atomic
 
 ANIMATIONS = ("gif", "webp")
 FRAME_MS = 120  # animation frame time; the last frame is held for LAST_FRAME_MS

@@ -12,7 +12,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file as read_tensors
 from safetensors.torch import save_file
 
-from .families import FAMILIES, Previewer, build
+from previewers.models.families import FAMILIES, Previewer, build
 
 METADATA_KEY = "latent_preview"
 FORMAT_VERSION = 1

@@ -21,15 +21,14 @@ def run(args) -> int:
     from pathlib import Path
 
     import torch
-
     from PIL import Image
 
-    from ..images import image_format, resize, save_atomic, to_uint8
-    from ..latents_io import read_latents
-    from ..nonfinite import warn_nonfinite
-    from ..conventions import unpack_tokens
-    from ..plural import plural
-    from ..registry import load
+    from previewers.models.registry import load
+    from previewers.outputs.images import image_format, resize, save_atomic, to_uint8
+    from previewers.outputs.latents_file import read_latents
+    from previewers.pipelines.latents import unpack_tokens
+    from previewers.pipelines.nonfinite import warn_nonfinite
+    from previewers.plural import plural
 
     out = Path(args.out)
     image_format(out)

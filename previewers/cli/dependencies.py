@@ -1,4 +1,4 @@
-"""Command modules of the `latent-preview` CLI (see previewers/cli.py), and what they share."""
+"""Command modules of the `latent-preview` CLI (see previewers/cli/__init__.py), and what they share."""
 
 import importlib
 

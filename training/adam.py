@@ -15,9 +15,8 @@ from pathlib import Path
 
 import torch
 
-from previewers.closed_form import hidden_by_clamp
-
-from . import distributed
+from previewers.first_use.closed_form import hidden_by_clamp
+from training import distributed
 
 
 @dataclass(frozen=True)
@@ -62,9 +61,9 @@ def training_loss(out: torch.Tensor, target: torch.Tensor, loss: str) -> torch.T
     l1_gradient = e.abs().mean() + EDGE_WEIGHT * edges
     if loss == "l1-gradient":
         return l1_gradient
-    # imported here: training.metrics needs scikit-image (the train extra), and the CLI's parser imports this module
+    # imported here: previewers.metrics needs scikit-image (the train extra), and the CLI's parser imports this module
     # for LOSSES in a runtime-only install
-    from .metrics import ssim_differentiable
+    from previewers.metrics import ssim_differentiable
 
     return l1_gradient + SSIM_WEIGHT * (1 - ssim_differentiable(out.clamp(0, 1), target.clamp(0, 1)).mean())
 

@@ -30,8 +30,8 @@ from dataclasses import dataclass
 
 import torch
 
-from previewers.families import Previewer, affine, conv
-from previewers.conventions import SPACES
+from previewers.models.families import Previewer, affine, conv
+from previewers.models.spaces import SPACES
 
 COMFY = "Comfy-Org/ComfyUI comfy/latent_formats.py @75399d78ddcc01f46f9b94521b29f1fe8a90ed53"
 A1111 = "AUTOMATIC1111/stable-diffusion-webui modules/sd_vae_approx.py @326c86913ce02ac7e5efd720009db79575864e90"
