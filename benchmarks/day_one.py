@@ -13,6 +13,7 @@ clean and noised, at latent resolution.
 """
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -23,8 +24,8 @@ import diffusers
 import torch
 from safetensors.torch import load_file
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
+from training.shared_folder import SHARED
+
 TEACHERS = {"taesd": ("sd1", 4, "ddpm"), "taesdxl": ("sdxl", 4, "ddpm"), "taesd3": ("sd3", 16, "flow"),
             "taef1": ("flux1", 16, "flow")}
 
@@ -59,10 +60,11 @@ def main(argv=None) -> int:
     import previewers
     from benchmarks.timing import machine
     from previewers.first_use.fit import fitted_previewer
+    from previewers.models.card import WeightCard
     from previewers.pipelines.latents import bind_vae
-    from training.data import default_cache_dir, fingerprint
     from training.day_one import CROPS, STEPS, train_day_one_net
     from training.evaluate import evaluate, held_out, markdown
+    from training.pair_cache import default_cache_dir, fingerprint
     from training.teachers import load_teacher
 
     space, _, kind = TEACHERS[args.teacher]
@@ -91,17 +93,18 @@ def main(argv=None) -> int:
     by_name = {r.name: r for r in rows}
     gap = by_name[f"shipped {space}-conv"].clean["psnr"] - by_name["day-one net"].clean["psnr"]
     result = net.meta["recipe"]["result"]
-    command = (f"nice -n 10 python -m benchmarks.day_one --teacher {args.teacher}"
+    command = (f"python -m benchmarks.day_one --teacher {args.teacher}"
                + (f" --steps {args.steps}" if args.steps else "") + (f" --crops {args.crops}" if args.crops else "")
                + (f" --budget {args.budget:g}" if args.budget else "") + (f" --count {args.count}" if args.count else "")
                + (f" --threads {args.threads}" if args.threads != 1 else ""))
-    note = (f"`{command}` on {machine(torch.device('cpu'), torch.float32)} (2 cores shared with other jobs, nice 10).\n"
+    note = (f"`{command}` on {machine(torch.device('cpu'), torch.float32)} (niceness {os.nice(0)}, load "
+            f"average {os.getloadavg()[0]:.1f} at the end).\n"
             f"Pipeline VAE: AutoencoderTiny holding {args.teacher}'s trained weights. Whole day-one fit "
             f"{total_s / 60:.1f} min wall clock, {cpu_s / 60:.1f} min of CPU time: closed form {closed_s:.0f} s (held-out crops PSNR "
-            f"{closed.meta['metrics']['clean']['psnr']:.2f} dB), net {net.meta['recipe']['seconds']:.0f} s "
+            f"{WeightCard.of(closed).metrics.clean.psnr:.2f} dB), net {net.meta['recipe']['seconds']:.0f} s "
             f"({crops} crops: pairs {net.meta['recipe']['pairs_seconds']:.0f} s; {result['steps']} of {steps} Adam "
-            f"steps, best at {result['best_step']}; held-out crops PSNR {net.meta['metrics']['clean']['psnr']:.2f} dB). "
-            f"On kodak24 ({len(held.clean)} 256² tiles, latent resolution) the day-one net is {gap:+.2f} dB "
+            f"steps, best at {result['best_step']}; held-out crops PSNR {WeightCard.of(net).metrics.clean.psnr:.2f} dB). "
+            f"On kodak24 ({len(held.clean)} 256² tiles, latent resolution) the day-one net is {abs(gap):.2f} dB "
             f"{'below' if gap > 0 else 'above'} the shipped {space}-conv (goal: within 1 dB; whole fit under 30 min).")
     table = markdown(rows, title=f"{args.teacher}: day-one fit against AutoencoderTiny({args.teacher})", note=note)
     print(table)

@@ -1,4 +1,4 @@
-"""diffusers' own tiny pipeline fixtures (../shared/diffusers-tests), built offline.
+"""diffusers' own tiny pipeline fixtures (the shared folder's diffusers-tests), built offline.
 
 Each pipeline test class there has `get_dummy_components()` and `get_dummy_inputs(...)`: the tiny random pipeline
 diffusers tests itself with. `fixtures()` lists them; `build(fixture)` returns (pipeline, call kwargs). Tokenizers
@@ -14,7 +14,8 @@ import unittest
 from dataclasses import dataclass
 from pathlib import Path
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+from training.shared_folder import SHARED
+
 TESTS = SHARED / "diffusers-tests"
 HUB = Path(os.environ.get("LATENT_PREVIEW_FAKEHUB", "/tmp/latent-preview-fakehub"))
 

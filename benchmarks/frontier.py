@@ -22,9 +22,9 @@ from benchmarks.reference import full_vae
 from benchmarks.speed import count_macs, run_model, run_vae
 from benchmarks.timing import interleaved_seconds, machine, median_seconds, progress, publish
 from training.adam import Training
+from training.shared_folder import SHARED
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 RESULTS = ROOT / "benchmarks" / "results"
 FLOOR = {"teacher": 400, "full VAE": 5_000}
 # The data recipe of benchmarks/fit_weights.sh, so both share the cached pairs.
@@ -56,8 +56,8 @@ def designs(channels: int, context: int) -> dict:
 def teacher_and_kodak24(teacher_name: str, count: int | None):
     """(teacher, its fingerprint, the pair cache folder, held-out kodak24 tiles) for a teacher in ../shared."""
     from benchmarks.quality import teacher_file
-    from training.data import default_cache_dir, fingerprint
     from training.evaluate import held_out
+    from training.pair_cache import default_cache_dir, fingerprint
     from training.teachers import load_teacher
 
     path = teacher_file(teacher_name)
@@ -72,7 +72,8 @@ def space_data(name: str, count: int | None, val_images: tuple[str, ...] = ()):
     on instead of the random tenth (`fit --val-images`), left out of the training pairs."""
     from previewers.models.spaces import get_space
     from training.commands.fit import validation_tiles
-    from training.data import Crops, make_pairs
+    from training.crops import Crops
+    from training.data import make_pairs
     from training.evaluate import validation_pairs
 
     space = get_space(name)
@@ -89,9 +90,9 @@ def base_kernel(space_name: str) -> int:
     """Side of the linear conv the nets of a space are a residual on: the shipped conv file's, which fit_weights.sh
     chose (5 for FLUX.2, whose latents need more spatial context; 3 elsewhere)."""
     from previewers.models.registry import weights_dir
-    from previewers.models.weightfile import read_config
+    from previewers.models.weightfile import read_card
 
-    return read_config(weights_dir() / f"{space_name}-conv.safetensors")["args"]["base"]
+    return read_card(weights_dir() / f"{space_name}-conv.safetensors").args["base"]
 
 
 def main(argv=None) -> int:

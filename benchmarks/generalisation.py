@@ -21,8 +21,9 @@ import sys
 
 import torch
 
-from benchmarks.frontier import RESULTS, SHARED, teacher_and_kodak24
+from benchmarks.frontier import RESULTS, teacher_and_kodak24
 from benchmarks.timing import machine, progress, publish
+from training.shared_folder import SHARED
 
 SPACES = ("sd1", "sdxl", "sd3", "flux1", "flux2")
 FAMILIES = ("mlp", "conv", "upsampler")  # the mlp's pairs (no illustrations, no hue change) are encoded on first use
@@ -53,7 +54,8 @@ def measure(name: str, count: int | None) -> dict:
     from previewers import load
     from previewers.models.spaces import get_space
     from training.commands.fit import validation_tiles
-    from training.data import Crops, make_pairs
+    from training.crops import Crops
+    from training.data import make_pairs
     from training.evaluate import score
 
     previewer = load(name)

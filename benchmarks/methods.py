@@ -28,8 +28,8 @@ import torch.nn.functional as F
 
 from benchmarks.quality import SHARED, teacher_file
 from benchmarks.reference import decoder_parameters, full_vae
-from benchmarks.speed import RESULTS, count_macs, run_model, run_vae, si, times
-from benchmarks.timing import machine, median_seconds, progress, publish
+from benchmarks.speed import RESULTS, Row, measure_cost, ratio, run_model, run_vae, si, times
+from benchmarks.timing import machine, progress, publish
 from previewers import SPACES, load
 from training.evaluate import METRICS, held_out, score
 
@@ -60,16 +60,14 @@ class Upscaled(torch.nn.Module):
 
 
 @dataclass
-class Row:
+class Method:
+    """One line of the table: how users know the method, its quality (None where it is not measured) and its cost."""
+
     method: str
     known_as: str
-    previewer: str
-    output: str
-    params: int
+    cost: Row  # benchmarks/speed.py's: previewer label, output, params, MACs and seconds at the one setting
     full: dict | None = None  # {"clean": metrics, "noised": metrics} at full resolution
     own: dict | None = None  # at the method's own output resolution
-    macs: int = 0
-    seconds: float | None = None
 
 
 def methods(space: str) -> list[tuple[str, str, str, torch.nn.Module]]:
@@ -93,8 +91,8 @@ def ceiling(data) -> dict:
 
 
 @torch.inference_mode()
-def measure(space: str, count: int, side: int, quick: bool) -> tuple[list[Row], dict, str, int]:
-    from training.data import default_cache_dir, fingerprint
+def measure(space: str, count: int, side: int, quick: bool) -> tuple[list[Method], dict, str, int]:
+    from training.pair_cache import default_cache_dir, fingerprint
     from training.teachers import load_teacher
 
     path = teacher_file(SPACES[space].teacher)
@@ -103,29 +101,29 @@ def measure(space: str, count: int, side: int, quick: bool) -> tuple[list[Row], 
     data = held_out(teacher, SHARED / "data" / "kodak24", count=count, cache_dir=default_cache_dir(),
                     teacher_id=fingerprint(path), progress=False)
     channels = SPACES[space].channels
-    x = torch.randn(1, channels, side, side, generator=torch.Generator().manual_seed(0))
-    timing = QUICK_TIMING if quick else TIMING
+    setting = (1, side)
+    latents = {setting: torch.randn(1, channels, side, side, generator=torch.Generator().manual_seed(0))}
+    cpu = torch.device("cpu")
     rows = []
     for method, known_as, label, module in methods(space):
         progress(f"{space}: {method} ({label})")
-        row = Row(method, known_as, label, f"{module.scale}×" if module.scale > 1 else "latent",
-                  sum(p.numel() for p in module.parameters()))
+        kind = "teacher" if method == "TAESD" else "previewer"
+        cost = Row(label, kind, getattr(module, "family", None), sum(p.numel() for p in module.parameters()),
+                   f"{module.scale}×" if module.scale > 1 else "latent")
+        row = Method(method, known_as, measure_cost(cost, run_model, module, latents, [setting], cpu,
+                                                    QUICK_TIMING if quick else TIMING))
         if method != "TAESD":  # TAESD is the teacher: its score against itself is the reference, not a measurement
             upscaled = Upscaled(module)
             row.full = {"clean": score(upscaled, data.clean, data.clean_rgb),
                         "noised": score(upscaled, data.noised, data.noised_rgb)}
             row.own = {"clean": score(module, data.clean, data.clean_rgb),
                        "noised": score(module, data.noised, data.noised_rgb)}
-        row.macs = count_macs(run_model, module, x)
-        row.seconds = median_seconds(lambda: module(x), torch.device("cpu"), **timing)
         rows.append(row)
     label, vae = full_vae(channels)
     progress(f"{space}: full VAE decode ({label}, random weights)")
-    row = Row("full VAE", "A1111/SD.Next Full, sd.cpp vae: the pipeline's own decode", f"{label} (random weights)", "8×",
-              decoder_parameters(vae))
-    row.macs = count_macs(run_vae, vae, x)
-    row.seconds = median_seconds(lambda: run_vae(vae, x), torch.device("cpu"), **(QUICK_TIMING if quick else VAE_TIMING))
-    rows.append(row)
+    cost = Row(f"{label} (random weights)", "full VAE", None, decoder_parameters(vae), "8×")
+    rows.append(Method("full VAE", "A1111/SD.Next Full, sd.cpp vae: the pipeline's own decode",
+                       measure_cost(cost, run_vae, vae, latents, [setting], cpu, QUICK_TIMING if quick else VAE_TIMING)))
     return rows, ceiling(data), teacher.name, len(data.clean)
 
 
@@ -135,8 +133,9 @@ def cell(metrics: dict | None, key: str, fmt: str) -> str:
     return f"{metrics['clean'][key]:{fmt}} / {metrics['noised'][key]:{fmt}}"
 
 
-def report(space: str, rows: list[Row], limit: dict, teacher: str, tiles: int, side: int, command: str, quick: bool) -> str:
-    vae = rows[-1]
+def report(space: str, rows: list[Method], limit: dict, teacher: str, tiles: int, side: int, command: str,
+           quick: bool) -> str:
+    vae, setting = rows[-1].cost, (1, side)
     c = SPACES[space].channels
     lines = [
         f"# Preview methods for {space}: quality and cost from one run", "",
@@ -166,15 +165,15 @@ def report(space: str, rows: list[Row], limit: dict, teacher: str, tiles: int, s
         else:
             quality = [cell(r.full, "psnr", ".2f"), cell(r.full, "ssim", ".3f"), cell(r.full, "ciede2000", ".2f"),
                        cell(r.own, "psnr", ".2f")]
-        speedup = vae.seconds / r.seconds
-        lines.append(f"| {r.method} | {r.known_as} | {r.previewer} | {r.output} | {si(r.params)} | " + " | ".join(quality)
-                     + f" | {si(r.macs)} | {times(speedup)} | {100 / speedup:.3g}% |")
+        speedup = ratio(vae, r.cost, setting)
+        lines.append(f"| {r.method} | {r.known_as} | {r.cost.label} | {r.cost.output} | {si(r.cost.params)} | "
+                     + " | ".join(quality) + f" | {si(r.cost.macs)} | {times(speedup)} | {100 / speedup:.3g}% |")
     lines += [
         f"| ceiling of any latent-res preview | the teacher's decode pooled 8x, bicubic back | — | latent | — | "
         f"{cell(limit, 'psnr', '.2f')} | {cell(limit, 'ssim', '.3f')} | {cell(limit, 'ciede2000', '.2f')} | — | — | — | — |",
         "",
         "A full-resolution method earns its cost only above the ceiling row. Absolute times are left out on the CPU "
-        "(a shared machine; DESIGN.md): compare ratios.",
+        "(a shared machine; DESIGN.md, Measuring): compare ratios.",
     ]
     return "\n".join(lines) + "\n"
 

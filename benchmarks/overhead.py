@@ -429,7 +429,7 @@ def report(results: list[dict], previewer_label: str, device, dtype, command: st
         "(includes the PNG writer thread; noisy on a shared CPU, can come out negative).",
     ]
     if not with_times:
-        lines.append("- Absolute times are left out on the CPU (a shared machine; DESIGN.md).")
+        lines.append("- Absolute times are left out on the CPU (a shared machine; DESIGN.md, Measuring).")
     head = ["UNet", "params", "callback calls × runs", "configuration", "callback / UNet step", "end-to-end"]
     if with_times:
         head += ["UNet step ms", "pipeline step ms", "callback ms"]

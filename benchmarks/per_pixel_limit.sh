@@ -3,7 +3,8 @@
 # Fits affine, quadratic and mlp with fit_weights.sh's per-pixel recipe three ways, each scored on all 144 kodak24
 # tiles (the "wrote" lines, and each file's metadata): OUT_DIR/shipped (the shipped recipe, as fit_weights.sh),
 # OUT_DIR/clean (clean latents only, --noise-mix 0) and OUT_DIR/oracle (fitted on kodak24 itself: an upper bound
-# for a map that has to transfer from other photos, never shipped). README ("How far a per-pixel map can go").
+# for a map that has to transfer from other photos, never shipped). What it showed: benchmarks/README.md,
+# "Per-pixel families".
 set -euo pipefail
 space=${1:?usage: per_pixel_limit.sh SPACE TEACHER OUT_DIR}; teacher=${2:?teacher decoder file}; out=${3:?output folder}
 root=$(cd "$(dirname "$0")/.." && pwd)

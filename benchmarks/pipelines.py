@@ -48,6 +48,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from previewers.models.card import WeightCard
 from previewers.pipelines.conventions import find_decoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -357,8 +358,8 @@ def callback_decode(cb, latents: torch.Tensor) -> torch.Tensor:
 def describe_previewer(cb) -> tuple[str, str]:
     """("space (normalisation)", previewer family) of a callback; "(fitted)" marks a fit on first use."""
     convention = cb.layout.convention
-    meta = cb.previewer.meta
-    family = cb.previewer.family + (" (fitted)" if "first use" in str(meta.get("recipe", {}).get("method", "")) else "")
+    recipe = WeightCard.of(cb.previewer).recipe or {}
+    family = cb.previewer.family + (" (fitted)" if "first use" in str(recipe.get("method", "")) else "")
     return f"{convention.name} ({convention.normalisation})", family
 
 

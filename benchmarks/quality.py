@@ -13,8 +13,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from training.shared_folder import SHARED
+
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 # Quality target for the best latent-resolution previewer per space (dB, clean, pooled).
 TARGETS = {"sd1": 30.5, "sdxl": 32.5, "sd3": 34.5, "flux1": 33.5, "flux2": 27.5}
 MLP_MARGIN = 0.2  # dB the mlp must clear over the higher of our quadratic and every peer MLP
@@ -27,7 +28,7 @@ def teacher_file(name: str) -> Path:
         path = folder / f"{name}_decoder{suffix}"
         if path.is_file():
             return path
-    raise FileNotFoundError(f"teacher {name} not found in {folder} (this benchmark needs ../shared beside the checkout)")
+    raise FileNotFoundError(f"teacher {name} not found in {folder} (this benchmark needs the shared folder, training/shared_folder.py)")
 
 
 def shipped(space: str) -> dict:
@@ -39,9 +40,9 @@ def shipped(space: str) -> dict:
 def measure(space: str, count: int | None):
     """(rows, note) for one space."""
     from previewers.models.spaces import get_space
-    from training.data import default_cache_dir, fingerprint
     from training.evaluate import baselines, evaluate, held_out
     from training.fit import dead_relus
+    from training.pair_cache import default_cache_dir, fingerprint
     from training.teachers import load_teacher
 
     path = teacher_file(get_space(space).teacher)

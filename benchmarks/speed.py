@@ -9,7 +9,7 @@ shipped ones; families with none shipped are built with their default arguments)
 latents; and a full-size diffusers VAE decode (random weights, benchmarks/reference.py) of the
 1×C×64² latents. Reports how many times faster each model is than the full VAE decode and than
 the teacher, its parameters and its multiply-accumulates per preview; absolute times only on a
-GPU (DESIGN.md: on the shared CPU only ratios are meaningful).
+GPU (DESIGN.md, "Measuring": on the shared CPU only ratios are meaningful).
 """
 
 import argparse
@@ -27,8 +27,8 @@ from benchmarks.reference import decoder_parameters, full_vae
 from benchmarks.timing import machine, median_seconds, progress, publish
 from previewers import FAMILIES, SPACES, Previewer, available, build, load
 from training.adam import resolve_device
+from training.shared_folder import SHARED
 
-SHARED = Path(__file__).resolve().parents[2] / "shared"  # ../shared beside the checkout
 TEACHERS = SHARED / "models" / "teachers"
 RESULTS = Path(__file__).resolve().parent / "results"
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -48,6 +48,8 @@ TARGETS = {
 
 @dataclass
 class Row:
+    """What one model costs: its size, multiply-accumulates per preview and median seconds per call."""
+
     label: str
     kind: str  # "previewer", "teacher" or "full VAE"
     family: str | None
@@ -97,7 +99,9 @@ def run_vae(vae, x):
     return vae.decode(x).sample
 
 
-def measure(row: Row, call, model, latents: dict, settings, device, timing: dict) -> Row:
+def measure_cost(row: Row, call, model, latents: dict, settings, device, timing: dict) -> Row:
+    """`row` with the MACs of call(model, x) at the first setting and its median seconds at each: latents
+    {(batch, side): x}."""
     row.macs = count_macs(call, model, latents[settings[0]])
     for setting in settings:
         x = latents[setting]
@@ -115,7 +119,7 @@ def benchmark_space(space: str, settings, device, dtype, timing: dict, progress)
         progress(f"{space}: {label}")
         p = p.to(device, dtype).eval()
         row = Row(label, "previewer", p.family, sum(t.numel() for t in p.parameters()), f"{p.scale}×" if p.scale > 1 else "latent")
-        rows.append(measure(row, run_model, p, latents, settings, device, timing))
+        rows.append(measure_cost(row, run_model, p, latents, settings, device, timing))
     teacher = teacher_for(space, device)
     if teacher is None:
         note = f"teacher {SPACES[space].teacher} skipped: no decoder file in {TEACHERS}"
@@ -124,11 +128,11 @@ def benchmark_space(space: str, settings, device, dtype, timing: dict, progress)
         progress(f"{space}: teacher {name}")
         decoder = decoder.to(device, dtype).eval()
         row = Row(f"{name} (teacher)", "teacher", None, sum(t.numel() for t in decoder.parameters()), "8×")
-        rows.append(measure(row, run_model, decoder, latents, settings, device, timing))
+        rows.append(measure_cost(row, run_model, decoder, latents, settings, device, timing))
     label, vae = full_vae(channels, device, dtype)
     progress(f"{space}: full VAE decode ({label})")
     row = Row(f"{label} decode", "full VAE", None, decoder_parameters(vae), "8×")
-    rows.append(measure(row, run_vae, vae, latents, settings[:1], device, timing))  # only 1×64²: seconds per call on a CPU
+    rows.append(measure_cost(row, run_vae, vae, latents, settings[:1], device, timing))  # only 1×64²: seconds per call on a CPU
     return rows, note
 
 
@@ -206,7 +210,7 @@ def report(results: dict, settings, device, dtype, command: str, quick: bool) ->
         "depend on the weight values).",
     ]
     if device.type != "cuda":
-        lines.append("Absolute times are left out on the CPU (a shared machine; DESIGN.md): compare ratios.")
+        lines.append("Absolute times are left out on the CPU (a shared machine; DESIGN.md, Measuring): compare ratios.")
     for space, (rows, note) in results.items():
         info = SPACES[space]
         vae = next(r for r in rows if r.kind == "full VAE")

@@ -3,13 +3,14 @@
 All take `pred` and `target` as float tensors (B, 3, H, W) with RGB in [0, 1] (values outside
 are clamped first, as a display would) and return a float64 tensor (B,), so callers can average
 over images or report per image. Identical images give PSNR inf, SSIM 1 and ΔE 0.
+
+PSNR needs only torch: the fit on first use (runtime install) scores with it. SSIM and CIEDE2000 import
+scikit-image (the train extra) when called.
 """
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from skimage.color import deltaE_ciede2000, rgb2lab
-from skimage.metrics import structural_similarity
 
 # SSIM window: scikit-image's default 7x7 uniform window (with its sample-covariance
 # normalisation) fits latent-resolution previews (32x32 for a 256x256 crop); smaller images use
@@ -32,12 +33,20 @@ def _images(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, tor
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Peak signal-to-noise ratio in dB with data range 1: 10·log10(1 / MSE) per image."""
     pred, target = _images(pred, target)
-    mse = (pred - target).square().mean(dim=(1, 2, 3))
-    return 10 * torch.log10(1 / mse)  # MSE 0 → inf
+    return psnr_from_mse((pred - target).square().mean(dim=(1, 2, 3)))
+
+
+def psnr_from_mse(mse: torch.Tensor | float, floor: float = 0.0) -> torch.Tensor:
+    """10·log10(1 / MSE) in dB (data range 1), elementwise in float64, of a tensor or float mean squared error.
+    An MSE below `floor` counts as `floor` (a figure recorded in JSON stays finite for an exact fit); MSE 0 with no
+    floor gives inf, MSE inf (nothing to score) −inf."""
+    return 10 * torch.log10(1 / torch.as_tensor(mse, dtype=torch.float64).clamp(min=floor))
 
 
 def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean structural similarity per image (scikit-image, data range 1, channels averaged)."""
+    from skimage.metrics import structural_similarity
+
     pred, target = _images(pred, target)
     side = min(pred.shape[-2:])
     if side < 3:
@@ -73,6 +82,8 @@ def ssim_differentiable(pred: torch.Tensor, target: torch.Tensor) -> torch.Tenso
 
 def ciede2000(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Mean CIEDE2000 colour difference per image, RGB read as sRGB (D65) and converted to CIELAB."""
+    from skimage.color import deltaE_ciede2000, rgb2lab
+
     pred, target = _images(pred, target)
     lab_pred = rgb2lab(pred.numpy(), channel_axis=1)
     lab_target = rgb2lab(target.numpy(), channel_axis=1)

@@ -9,11 +9,35 @@ from training.adam import LOSSES
 CPU = torch.device("cpu")
 
 
-def test_median_seconds_warms_up_then_repeats_within_bounds():
-    calls = []
-    seconds = median_seconds(lambda: calls.append(1), CPU, budget_s=0.001, min_repeats=3, max_repeats=5)
-    assert seconds >= 0
-    assert 1 + 3 <= len(calls) <= 10 + 5  # warm-up (1 to 10 calls), then 3 to 5 timed ones
+class FakeClock:
+    """A perf_counter that each call of `step` advances by the next of the given durations."""
+
+    def __init__(self, durations):
+        self.now, self.durations, self.calls = 0.0, iter(durations), 0
+
+    def perf_counter(self):
+        return self.now
+
+    def step(self):
+        self.calls += 1
+        self.now += next(self.durations)
+
+
+@pytest.mark.parametrize("durations, budget_s, calls, median", [
+    # a slow call: one warm-up call (it took over a tenth of the budget), then min_repeats (3) timed ones
+    ([0.5, 0.3, 0.1, 0.2], 1.0, 1 + 3, 0.2),
+    # a fast call: warm-up until a tenth of the budget is spent (2 calls), then budget / seconds per call (15)
+    ([0.001, 0.001] + [0.002, 0.001, 0.003] * 5, 0.015, 2 + 15, 0.002),
+    # warm-up stops at ten calls however short they were; the repeats stop at max_repeats (20)
+    ([1e-6] * 10 + [0.004] * 20, 1.0, 10 + 20, 0.004),
+])
+def test_median_seconds_is_the_median_of_the_timed_calls_after_warm_up(monkeypatch, durations, budget_s, calls, median):
+    from benchmarks import timing
+
+    clock = FakeClock(durations)
+    monkeypatch.setattr(timing, "time", clock)
+    assert median_seconds(clock.step, CPU, budget_s=budget_s, min_repeats=3, max_repeats=20) == pytest.approx(median)
+    assert clock.calls == calls
 
 
 def test_previewers_for_covers_every_family_of_the_space():
@@ -38,6 +62,7 @@ def test_every_upsampler_design_outputs_the_teachers_full_resolution():
             assert loss in LOSSES, name
 
 
+@pytest.mark.slow
 def test_speed_quick_writes_the_table(tmp_path):
     out = tmp_path / "speed.md"
     assert speed.main(["--quick", "--device", "cpu", "--spaces", "sd1", "flux2", "--out", str(out)]) == 0
@@ -53,6 +78,7 @@ def test_speed_quick_writes_the_table(tmp_path):
         assert "teacher taesd skipped" in text
 
 
+@pytest.mark.slow
 def test_overhead_quick_writes_the_table(tmp_path):
     out = tmp_path / "overhead.md"
     assert overhead.main(["--quick", "--device", "cpu", "--out", str(out)]) == 0
@@ -94,6 +120,7 @@ def test_png_run_writes_one_preview_per_step(tmp_path):
     assert len(list(tmp_path.glob("*.png"))) == pipe.num_timesteps
 
 
+@pytest.mark.slow
 def test_methods_quick_writes_one_table_of_every_method(shared, tmp_path):
     from benchmarks import methods
 
@@ -114,6 +141,7 @@ def test_every_conv_design_builds_at_latent_resolution(channels, context):
         assert y.shape == (1, 3, 12, 10), name
 
 
+@pytest.mark.slow
 def test_frontier_validates_on_the_named_images_and_leaves_them_out_of_training(shared, tmp_path, monkeypatch):
     import training.commands.fit
 

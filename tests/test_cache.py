@@ -23,6 +23,6 @@ def test_cache_lists_and_clears_every_folder(tmp_path, monkeypatch, capsys):
 def test_pairs_live_under_the_cache_root(tmp_path, monkeypatch):
     import pytest
 
-    data = pytest.importorskip("training.data")
+    data = pytest.importorskip("training.pair_cache")
     monkeypatch.setenv("LATENT_PREVIEW_CACHE", str(tmp_path))
     assert data.default_cache_dir() == tmp_path / "pairs"

@@ -7,99 +7,32 @@ import pytest
 import torch
 from PIL import Image
 
+import previewers
 from previewers import PreviewCallback
 from previewers.models.families import affine
 from previewers.outputs.writer import step_name
-from previewers.pipelines.callback import AUTO_FAMILIES, auto_previewer
+from previewers.pipelines.resolve import MIN_SPEEDUP, POOLED_TOLERANCE, UPSAMPLER_MARGIN, auto_previewer
 from previewers.pipelines.x0 import make_source
 
 diffusers = pytest.importorskip("diffusers")
+from builders import (  # noqa: E402
+    SHIPPED_SPACE_KINDS,
+    SIZE,
+    STEPS,
+    latent_side,
+    mid_grey_affine,
+    run,
+    save_tiny_sd_folder,
+    tiny_pipeline,
+)
 from diffusers.callbacks import MultiPipelineCallbacks  # noqa: E402
 
-SIZE = 16  # image pixels; the tiny VAEs have vae_scale_factor 2, so latents are 8x8
-STEPS = 4
 
-
-def tiny_vae(channels, cls=diffusers.AutoencoderKL, **config):
-    return cls(block_out_channels=(8, 8), layers_per_block=1, norm_num_groups=2, latent_channels=channels,
-               down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, **config)
-
-
-def tiny_unet(xl=False):
-    extra = dict(addition_embed_type="text_time", addition_time_embed_dim=8, projection_class_embeddings_input_dim=8 * 6 + 16) if xl else {}
-    return diffusers.UNet2DConditionModel(
-        block_out_channels=(8, 16), layers_per_block=1, sample_size=8, in_channels=4, out_channels=4, norm_num_groups=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=16, attention_head_dim=4, **extra)
-
-
-def sd_scheduler():
-    return diffusers.EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
-
-
-def build(kind):
-    """(pipeline, call kwargs): text encoders left out, prompts given as random embeddings."""
-    torch.manual_seed(0)
-    emb = lambda *shape: torch.randn(*shape)  # noqa: E731
-    if kind in ("sd", "sdxl"):
-        vae = tiny_vae(4, scaling_factor=0.13025) if kind == "sdxl" else tiny_vae(4)  # SDXL's VAE config
-        common = dict(vae=vae, unet=tiny_unet(kind == "sdxl"), scheduler=sd_scheduler(), text_encoder=None, tokenizer=None)
-        kwargs = dict(prompt_embeds=emb(1, 5, 16), negative_prompt_embeds=emb(1, 5, 16))
-        if kind == "sd":
-            return diffusers.StableDiffusionPipeline(**common, safety_checker=None, feature_extractor=None,
-                                                     requires_safety_checker=False), kwargs
-        kwargs.update(pooled_prompt_embeds=emb(1, 16), negative_pooled_prompt_embeds=emb(1, 16))
-        return diffusers.StableDiffusionXLPipeline(**common, text_encoder_2=None, tokenizer_2=None), kwargs
-    flow = diffusers.FlowMatchEulerDiscreteScheduler()
-    if kind == "sd3":
-        transformer = diffusers.SD3Transformer2DModel(
-            sample_size=8, patch_size=1, in_channels=16, out_channels=16, num_layers=1, attention_head_dim=8,
-            num_attention_heads=2, caption_projection_dim=16, joint_attention_dim=16, pooled_projection_dim=16)
-        pipe = diffusers.StableDiffusion3Pipeline(
-            transformer=transformer, scheduler=flow, vae=tiny_vae(16, shift_factor=0.0609, scaling_factor=1.5305),
-            text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None, text_encoder_3=None, tokenizer_3=None)
-        return pipe, dict(prompt_embeds=emb(1, 5, 16), negative_prompt_embeds=emb(1, 5, 16),
-                          pooled_prompt_embeds=emb(1, 16), negative_pooled_prompt_embeds=emb(1, 16))
-    if kind == "flux1":
-        transformer = diffusers.FluxTransformer2DModel(
-            patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=8, num_attention_heads=2,
-            joint_attention_dim=16, pooled_projection_dim=16, axes_dims_rope=(2, 2, 4))
-        pipe = diffusers.FluxPipeline(scheduler=flow, vae=tiny_vae(16, shift_factor=0.1159, scaling_factor=0.3611),
-                                      text_encoder=None, tokenizer=None, text_encoder_2=None, tokenizer_2=None,
-                                      transformer=transformer)
-        return pipe, dict(prompt_embeds=emb(1, 5, 16), pooled_prompt_embeds=emb(1, 16))
-    transformer = diffusers.Flux2Transformer2DModel(
-        patch_size=1, in_channels=128, num_layers=1, num_single_layers=1, attention_head_dim=8, num_attention_heads=2,
-        joint_attention_dim=16, axes_dims_rope=(2, 2, 2, 2))
-    pipe = diffusers.Flux2Pipeline(scheduler=flow, vae=tiny_vae(32, diffusers.AutoencoderKLFlux2), text_encoder=None,
-                                   tokenizer=None, transformer=transformer)
-    return pipe, dict(prompt_embeds=emb(1, 5, 16))
-
-
-KINDS = ("sd", "sdxl", "sd3", "flux1", "flux2")
-
-
-@pytest.fixture(scope="module", params=KINDS)
+@pytest.fixture(scope="module", params=SHIPPED_SPACE_KINDS)
 def tiny(request):
-    pipe, kwargs = build(request.param)
+    pipe, kwargs = tiny_pipeline(request.param)
     pipe.set_progress_bar_config(disable=True)
     return pipe, kwargs
-
-
-def run(pipe, kwargs, callback=None, steps=STEPS, output_type="np"):
-    extra = {} if callback is None else dict(callback_on_step_end=callback)
-    if isinstance(callback, PreviewCallback):
-        extra["callback_on_step_end_tensor_inputs"] = callback.tensor_inputs
-    return pipe(**kwargs, num_inference_steps=steps, height=SIZE, width=SIZE, output_type=output_type,
-                generator=torch.Generator().manual_seed(0), **extra).images
-
-
-def mid_grey_affine(channels):
-    """An affine previewer whose output stays inside (0, 1) for unit-scale latents, so nothing clips."""
-    previewer = affine(channels)
-    torch.nn.init.normal_(previewer.body.weight, std=0.1 / channels**0.5)
-    torch.nn.init.constant_(previewer.body.bias, 0.5)
-    return previewer
 
 
 def callback(pipe, **kwargs):
@@ -116,10 +49,6 @@ def spatial(pipe, latents):
     if isinstance(pipe, diffusers.FluxPipeline):
         return pipe._unpack_latents(latents, SIZE, SIZE, pipe.vae_scale_factor)
     return latents
-
-
-def latent_side(pipe):
-    return SIZE // pipe.vae_scale_factor
 
 
 def preview_warnings(caught):
@@ -152,7 +81,7 @@ def test_one_preview_per_step_and_identical_result(tiny, tmp_path):
     with Image.open(tmp_path / "sheet.png") as sheet:  # 2x2 grid of the 4 steps, 2-pixel gaps
         assert sheet.size == (2 * side + 2, 2 * side + 2)
     with Image.open(tmp_path / "preview.gif") as gif:
-        assert gif.is_animated or STEPS == 1  # (identical consecutive frames are merged)
+        assert gif.is_animated  # (identical consecutive frames would be merged)
     cb.close()
 
 
@@ -184,7 +113,7 @@ def test_every_source_size_failing_sinks_inside_multi_callbacks(tiny, tmp_path):
 
 
 def test_wrong_image_size_warns_once_and_run_completes():
-    pipe, kwargs = build("flux1")
+    pipe, kwargs = tiny_pipeline("flux1")
     pipe.set_progress_bar_config(disable=True)
     reference = run(pipe, kwargs)
     cb = PreviewCallback.for_pipeline(pipe, previewer=affine(16), height=2 * SIZE, width=SIZE)  # not the run's size
@@ -255,7 +184,7 @@ def reference_x0(pipe):
 def test_x0_is_the_schedulers_own(scheduler, config, call, first):
     """x0 equals the scheduler's x0 from step `first` on (consecutive latents need one step of
     history); classifier-free guidance with guidance_rescale goes through the denoiser hook."""
-    pipe, kwargs = build("sd")
+    pipe, kwargs = tiny_pipeline("sd")
     pipe.set_progress_bar_config(disable=True)
     pipe.scheduler = getattr(diffusers, scheduler).from_config(pipe.scheduler.config, **config)
     recorder = Recorder(pipe, "x0")
@@ -265,12 +194,13 @@ def test_x0_is_the_schedulers_own(scheduler, config, call, first):
     assert len(recorder.out) == len(expected) >= STEPS
     for got, want in list(zip(recorder.out, expected))[first:]:
         torch.testing.assert_close(got.float(), want.float(), rtol=1e-4, atol=1e-4)
-    if first:
-        assert recorder.out[0] is not None  # step 0 falls back to latents
+    if first:  # step 0 has no previous latents: its preview falls back to the latents, scaled as x / sqrt(σ² + 1)
+        sigmas = pipe.scheduler.sigmas
+        torch.testing.assert_close(recorder.out[0], recorder.latents[0] / (sigmas[1] ** 2 + 1).sqrt())
 
 
 def test_x0_flow_matching_and_ve_latents_scaling():
-    pipe, kwargs = build("sd3")
+    pipe, kwargs = tiny_pipeline("sd3")
     pipe.set_progress_bar_config(disable=True)
     recorder = Recorder(pipe, "auto")
     expected = reference_x0(pipe)
@@ -278,7 +208,7 @@ def test_x0_flow_matching_and_ve_latents_scaling():
     for got, want in list(zip(recorder.out, expected))[1:]:
         torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
 
-    pipe, kwargs = build("sd")  # Euler: x = z + σε, previewed as x / sqrt(σ² + 1)
+    pipe, kwargs = tiny_pipeline("sd")  # Euler: x = z + σε, previewed as x / sqrt(σ² + 1)
     pipe.set_progress_bar_config(disable=True)
     recorder = Recorder(pipe, "latents")
     run(pipe, kwargs, recorder)
@@ -288,7 +218,7 @@ def test_x0_flow_matching_and_ve_latents_scaling():
 
 
 def test_close_removes_the_denoiser_hook():
-    pipe, _ = build("sd")
+    pipe, _ = tiny_pipeline("sd")
     pipe.scheduler = diffusers.PNDMScheduler.from_config(pipe.scheduler.config)
     cb = callback(pipe)
     assert len(pipe.unet._forward_hooks) == 1
@@ -297,7 +227,7 @@ def test_close_removes_the_denoiser_hook():
 
 
 def test_clear_errors():
-    pipe, _ = build("sd")
+    pipe, _ = tiny_pipeline("sd")
 
     class MyPipeline:
         vae = pipe.vae
@@ -320,7 +250,7 @@ def test_clear_errors():
 
 
 def test_previewers_of_another_space_warn():
-    pipe, _ = build("sd")  # AutoencoderKL's default scaling_factor is SD 1.x's 0.18215
+    pipe, _ = tiny_pipeline("sd")  # AutoencoderKL's default scaling_factor is SD 1.x's 0.18215
     previewer = affine(4)
     previewer.meta = {"space": "sd1"}
     with warnings.catch_warnings():
@@ -338,7 +268,6 @@ def test_previewers_of_another_space_warn():
 
 
 def test_auto_prefers_conv_then_affine_plain_names_first():
-    assert AUTO_FAMILIES[:2] == ("conv", "affine")
     names = ["sd1-affine", "sd1-conv-fast", "sd1-upsampler", "sdxl-conv"]
     # metrics={}: no held-out evidence for the upsampler (the shipped files' own metrics are tested below)
     assert auto_previewer("sd1", names, metrics={}) == "sd1-conv-fast"
@@ -348,44 +277,40 @@ def test_auto_prefers_conv_then_affine_plain_names_first():
         auto_previewer("flux2", names)
 
 
-def test_auto_uses_the_shipped_registry(tmp_path):
-    pipe, kwargs = build("sd")  # a 4-channel AutoencoderKL with the SD scaling factor: space sd1
+@pytest.mark.parametrize("space", sorted({name.split("-")[0] for name in previewers.available()}))
+def test_auto_picks_from_the_shipped_files_by_their_held_out_metrics(space):
+    """What auto picks among the shipped files follows from the files' own metadata, so a refit that changes their
+    numbers changes the expected pick with them: at latent resolution, the file with the best held-out PSNR; the 8x
+    upsampler instead where its metrics clear the bar auto_previewer states (full-resolution PSNR UPSAMPLER_MARGIN
+    over the ceiling of any upscaled latent-resolution preview, pooled PSNR within POOLED_TOLERANCE of the
+    latent-resolution pick's, MIN_SPEEDUP times cheaper than the teacher)."""
+    shipped = {name: previewers.load(name) for name in previewers.available() if name.startswith(f"{space}-")}
+    metrics = {name: p.meta["metrics"] for name, p in shipped.items()}
+    best = max((name for name, p in shipped.items() if p.scale == 1), key=lambda name: metrics[name]["clean"]["psnr"])
+    assert auto_previewer(space, factor=2) == best  # a decoder that is not 8x: the upsampler is left out
+
+    def clears_the_bar(name):
+        full = metrics[name].get("full_res")
+        return (full is not None
+                and metrics[name]["clean"]["psnr"] >= full["ceiling"]["clean"]["psnr"] + UPSAMPLER_MARGIN
+                and full["pooled"]["clean"]["psnr"] >= metrics[best]["clean"]["psnr"] - POOLED_TOLERANCE
+                and metrics[name]["ms_per_64x64"] * MIN_SPEEDUP <= full["ceiling"]["teacher_ms"])
+
+    upsamplers = [name for name, p in shipped.items() if p.scale == 8 and clears_the_bar(name)]
+    assert auto_previewer(space) == (upsamplers[0] if upsamplers else best)
+
+
+def test_auto_previews_with_the_shipped_pick_for_the_pipelines_decoder(tmp_path):
+    pipe, kwargs = tiny_pipeline("sd")  # a 4-channel AutoencoderKL with the SD scaling factor: space sd1
     pipe.set_progress_bar_config(disable=True)
     cb = PreviewCallback.for_pipeline(pipe, out_dir=tmp_path)
-    name = auto_previewer("sd1")
-    # the shipped sd1-upsampler's held-out metrics clear auto's bar (README, "Choosing a preview method")
-    assert name == "sd1-upsampler" and cb.previewer.meta["space"] == "sd1"
-    # so do flux1's leaky-ReLU refit and flux2's 96-wide refit (2.2 dB over the ceiling; its 64-wide file, 0.9 dB
-    # over it, left flux2 on its conv net)
-    assert (auto_previewer("flux1"), auto_previewer("flux2")) == ("flux1-upsampler", "flux2-upsampler")
+    # the tiny VAE decodes 2x, not 8x: auto's pick for that factor, never the 8x upsampler
+    assert cb.previewer.meta == previewers.load(auto_previewer("sd1", factor=pipe.vae_scale_factor)).meta
+    assert cb.previewer.scale == 1
     run(pipe, kwargs, cb, steps=2)
     side = latent_side(pipe) * cb.previewer.scale
     with Image.open(tmp_path / step_name(1, 0)) as png:
         assert png.size == (side, side)
-
-
-def save_tiny_sd_folder(folder):
-    """A complete tiny SD pipeline on disk, text encoder and a letters-only CLIP tokenizer included."""
-    import json
-
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in "abcdefghijklmnopqrstuvwxyz":
-        vocab[c], vocab[c + "</w>"] = len(vocab), len(vocab) + 1
-    (folder / "tok").mkdir(parents=True)
-    (folder / "tok" / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "tok" / "merges.txt").write_text("#version: 0.2\n")
-    tokenizer = CLIPTokenizer(str(folder / "tok" / "vocab.json"), str(folder / "tok" / "merges.txt"), model_max_length=8)
-    torch.manual_seed(0)
-    encoder = CLIPTextModel(CLIPTextConfig(vocab_size=len(vocab), hidden_size=16, intermediate_size=16, num_hidden_layers=1,
-                                           num_attention_heads=2, max_position_embeddings=8, bos_token_id=0, eos_token_id=1,
-                                           pad_token_id=1))
-    pipe = diffusers.StableDiffusionPipeline(vae=tiny_vae(4), text_encoder=encoder, tokenizer=tokenizer, unet=tiny_unet(),
-                                             scheduler=sd_scheduler(), safety_checker=None, feature_extractor=None,
-                                             requires_safety_checker=False)
-    pipe.save_pretrained(folder / "pipe")
-    return folder / "pipe"
 
 
 def test_generate_writes_steps_animation_sheet_and_final(tmp_path, capsys):
@@ -420,7 +345,7 @@ def test_callback_never_synchronises_the_gpu(scheduler, monkeypatch):
     copy to pinned memory) runs under CUDA's sync debug mode "error"; the writer is stubbed out."""
     from previewers.outputs.writer import to_host
 
-    pipe, kwargs = build("sd")
+    pipe, kwargs = tiny_pipeline("sd")
     pipe.scheduler = getattr(diffusers, scheduler).from_config(pipe.scheduler.config)
     pipe.to("cuda").set_progress_bar_config(disable=True)
     kwargs = {k: v.cuda() for k, v in kwargs.items()}

@@ -11,35 +11,11 @@ from safetensors.torch import save_file
 
 pytest.importorskip("diffusers")
 
+from builders import fake_teacher  # noqa: E402
+
 from training import data as data_module  # noqa: E402
 from training.data import Crops, image_files, make_pairs, plan_crops, render_crops  # noqa: E402
 from training.noise import ddpm_alphas_cumprod, eval_noise, trajectory_noise  # noqa: E402
-from training.teachers import Teacher  # noqa: E402
-
-
-def fake_teacher(calls: list | None = None) -> Teacher:
-    """4-channel latents at 1/8 resolution: pooled RGB plus luma; decodes the RGB part back up."""
-    def encoder(images):
-        pooled = F.avg_pool2d(images, 8)
-        return torch.cat([pooled, pooled.mean(1, keepdim=True)], 1) * 2 - 1
-
-    def decoder(latents):
-        if calls is not None:
-            calls.append(len(latents))
-        return F.interpolate((latents[:, :3] + 1) / 2, scale_factor=8, mode="nearest")
-
-    return Teacher("fake", 4, 8, {}, decoder, encoder, torch.device("cpu"))
-
-
-@pytest.fixture
-def photos(tmp_path):
-    folder = tmp_path / "photos"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i, size in enumerate([(300, 200), (160, 240), (1200, 900)]):
-        Image.fromarray(rng.integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)).save(folder / f"p{i}.png")
-    (folder / "notes.txt").write_text("not an image")
-    return folder
 
 
 def test_crop_plan_is_deterministic_balanced_and_multiscale(photos):
@@ -149,11 +125,10 @@ def test_bad_folders_are_clear_errors(tmp_path):
         image_files(tmp_path)
     with pytest.raises(ValueError, match="not a multiple"):
         make_pairs(fake_teacher(), "ddpm", images=tmp_path, crops=Crops(size=30), progress=False)
-    assert data_module.default_cache_dir().name == "pairs"
 
 
 def test_augmentation_is_planned_independently_and_applied_exactly(photos):
-    from training.data import augment
+    from training.crops import augment
 
     sizes = [(300, 200), (160, 240), (1200, 900)]
     plain = plan_crops(sizes, Crops(count=40, size=32))

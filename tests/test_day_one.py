@@ -19,19 +19,27 @@ from previewers.pipelines.latents import bind
 
 diffusers = pytest.importorskip("diffusers")
 
-from test_first_use import SIZE, build  # noqa: E402
+from builders import SIZE, tiny_pipeline  # noqa: E402
 
 FAST = ["--device", "cpu", "--net-steps", "4", "--net-crops", "16"]
 
 
 @pytest.fixture(scope="module")
-def fitted(tmp_path_factory):
+def saved(tmp_path_factory):
+    """(the tiny Qwen-Image pipeline, the folder it is saved in); nothing fitted."""
+    root = tmp_path_factory.mktemp("day_one_pipe")
+    pipe, _ = tiny_pipeline("qwenimage")
+    pipe.save_pretrained(root / "pipe")
+    return pipe, root / "pipe"
+
+
+@pytest.fixture(scope="module")
+def fitted(saved, tmp_path_factory):
     """(pipeline, its folder, a cache holding the fit's entries and pairs, the fit's --out file, its stdout)."""
     from previewers.cli import main
 
+    pipe, pipe_dir = saved
     root = tmp_path_factory.mktemp("day_one")
-    pipe, _, _ = build("qwenimage")
-    pipe.save_pretrained(root / "pipe")
     before = os.environ.get("LATENT_PREVIEW_CACHE")
     os.environ["LATENT_PREVIEW_CACHE"] = str(root / "cache")
     try:
@@ -40,14 +48,14 @@ def fitted(tmp_path_factory):
 
         stdout = StringIO()
         with redirect_stdout(stdout):
-            code = main(["fit", "--pipeline", str(root / "pipe"), *FAST, "--out", str(root / "net.safetensors")])
+            code = main(["fit", "--pipeline", str(pipe_dir), *FAST, "--out", str(root / "net.safetensors")])
     finally:
         if before is None:
             del os.environ["LATENT_PREVIEW_CACHE"]
         else:
             os.environ["LATENT_PREVIEW_CACHE"] = before
     assert code == 0
-    return pipe, root / "pipe", root / "cache", root / "net.safetensors", stdout.getvalue()
+    return pipe, pipe_dir, root / "cache", root / "net.safetensors", stdout.getvalue()
 
 
 @pytest.fixture
@@ -66,6 +74,7 @@ def entries(pipe):
     return path, net_path(path)
 
 
+@pytest.mark.slow
 def test_fit_caches_the_closed_form_and_the_net(fitted, folder, monkeypatch):
     from previewers.cli import main
 
@@ -75,7 +84,9 @@ def test_fit_caches_the_closed_form_and_the_net(fitted, folder, monkeypatch):
     closed_path, net_path = entries(pipe)
     closed, net = load_file(closed_path), load_file(net_path)
     assert closed.meta["recipe"]["method"].startswith("least squares")
-    assert net.family == "conv" and net.args["channels"] == [32, 32, 32, 32] and net.args["base"] == 3
+    from training.day_one import net_design
+
+    assert net.family == "conv" and net.args == net_design(net.latent_channels)[0]  # the design for its width
     assert net.meta["recipe"]["result"]["steps"] == 4 and net.meta["recipe"]["samples"] == 16
     # both scored on the same held-out crops
     assert net.meta["metrics"]["held_out"] == closed.meta["metrics"]["held_out"]
@@ -91,6 +102,7 @@ def test_fit_caches_the_closed_form_and_the_net(fitted, folder, monkeypatch):
     assert main(["fit", "--pipeline", str(pipe_dir), *FAST]) == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("winner", ["net", "closed_form"])
 def test_auto_takes_the_entry_with_the_higher_held_out_psnr(folder, monkeypatch, winner):
     pipe, _ = folder
@@ -104,10 +116,13 @@ def test_auto_takes_the_entry_with_the_higher_held_out_psnr(folder, monkeypatch,
 
     monkeypatch.setattr(previewers.first_use.fit, "fit_for_vae", lambda *a, **k: pytest.fail("fitted instead of cached"))
     cb = PreviewCallback.for_pipeline(pipe, height=SIZE, width=SIZE)
-    assert cb.previewer.meta["metrics"]["clean"]["psnr"] == 40.0
-    assert (cb.previewer.args.get("channels") == [32, 32, 32, 32]) == (winner == "net")
+    taken = load_file({"closed_form": closed_path, "net": net_path}[winner])
+    assert cb.previewer.meta == taken.meta and cb.previewer.meta["metrics"]["clean"]["psnr"] == 40.0
+    for name, value in taken.state_dict().items():
+        assert torch.equal(cb.previewer.state_dict()[name], value), name
 
 
+@pytest.mark.slow
 def test_a_killed_net_fit_resumes_from_its_checkpoint(folder, tmp_path, monkeypatch):
     import training.adam
     from previewers.cli import main
@@ -132,6 +147,7 @@ def test_a_killed_net_fit_resumes_from_its_checkpoint(folder, tmp_path, monkeypa
     assert result["resumed_from"] == 1 and result["steps"] == 4
 
 
+@pytest.mark.slow
 def test_the_python_call_and_its_budget(folder):
     from training.day_one import train_day_one_net
 
@@ -149,10 +165,11 @@ def test_the_python_call_and_its_budget(folder):
     (["--no-net", "--resume"], "--resume continues the net's fit; it cannot go with --no-net"),
     (["--no-net", "--net-steps", "5"], "cannot go with --no-net"),
 ])
-def test_bad_input_is_a_clear_error(folder, capsys, argv, message):
+def test_bad_input_is_a_clear_error(saved, tmp_path, monkeypatch, capsys, argv, message):
     from previewers.cli import main
 
-    _, pipe_dir = folder
+    monkeypatch.setenv("LATENT_PREVIEW_CACHE", str(tmp_path / "cache"))
+    _, pipe_dir = saved
     assert main(["fit", "--pipeline", str(pipe_dir), "--device", "cpu", *argv]) == 2
     assert message in capsys.readouterr().err
 
@@ -164,6 +181,7 @@ def test_net_options_need_a_pipeline_folder(capsys):
     assert "--net-steps goes with --pipeline DIR" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_no_net_fits_the_closed_form_only(folder):
     from previewers.cli import main
 
@@ -175,10 +193,10 @@ def test_no_net_fits_the_closed_form_only(folder):
     assert closed_path.stat().st_mtime_ns != before and not net_path.exists()
 
 
-def test_first_use_trains_a_net_only_on_a_gpu(folder, monkeypatch):
+def test_first_use_trains_a_net_only_on_a_gpu(saved, monkeypatch):
     from previewers.first_use.fit import net_on_first_use
 
-    pipe, _ = folder
+    pipe, _ = saved
     latents = bind(pipe)
     assert not net_on_first_use(latents)  # a CPU VAE never blocks for a net
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

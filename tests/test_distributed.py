@@ -10,10 +10,12 @@ import torch
 
 pytest.importorskip("diffusers")
 
-from test_fit import tiny_vae_folder, write_images  # noqa: E402
+from builders import tiny_vae_folder, write_images  # noqa: E402
 
 import previewers  # noqa: E402
 from previewers.cli import main  # noqa: E402
+
+pytestmark = pytest.mark.slow  # two torchrun launches and a fit in this process: a minute or more
 
 ROOT = Path(__file__).resolve().parents[1]
 MLP = ["--family", "mlp", "--args", '{"hidden": [8]}', "--steps", "300", "--batch", "4", "--patience", "100"]

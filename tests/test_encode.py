@@ -7,7 +7,7 @@ from PIL import Image
 
 pytest.importorskip("diffusers")
 
-from test_fit import tiny_vae_folder  # noqa: E402
+from builders import tiny_vae_folder  # noqa: E402
 
 from previewers.cli import main  # noqa: E402
 from previewers.outputs.latents_file import read_latents  # noqa: E402

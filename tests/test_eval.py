@@ -9,8 +9,7 @@ from PIL import Image
 
 pytest.importorskip("diffusers")
 
-from test_data import fake_teacher, photos  # noqa: E402,F401  (fixture)
-from test_fit import tiny_vae_folder, write_images  # noqa: E402
+from builders import fake_teacher, tiny_vae_folder, write_images  # noqa: E402
 
 import previewers  # noqa: E402
 from previewers.cli import main  # noqa: E402
@@ -29,7 +28,7 @@ def exact_affine():
     return p
 
 
-def test_scores_pool_the_teacher_to_each_output_size(photos):  # noqa: F811
+def test_scores_pool_the_teacher_to_each_output_size(photos):
     data = held_out(fake_teacher(), photos, size=64, progress=False)
     # 300x200 → 4x3 tiles, 160x240 → 2x3, 1200x900 → 18x14
     assert data.clean.shape == (12 + 6 + 252, 4, 8, 8) and data.clean_rgb.shape == (270, 3, 64, 64)
@@ -56,7 +55,7 @@ def test_scores_pool_the_teacher_to_each_output_size(photos):  # noqa: F811
     assert lines[6].startswith("| exact |")  # best first
 
 
-def test_sheet_has_a_labelled_column_per_module(photos, tmp_path):  # noqa: F811
+def test_sheet_has_a_labelled_column_per_module(photos, tmp_path):
     data = held_out(fake_teacher(), photos, size=64, count=4, progress=False)
     path = write_sheet(tmp_path / "s.png", {"a": exact_affine(), "b": upsampler(4, width=8, depth=0)}, data, count=2)
     sheet = Image.open(path)
@@ -68,6 +67,7 @@ def test_sheet_has_a_labelled_column_per_module(photos, tmp_path):  # noqa: F811
     assert difference.max() <= 1  # float16-stored decode vs float32 preview: at most one level apart
 
 
+@pytest.mark.slow
 def test_eval_cli_writes_report_and_sheet(tmp_path, capsys):
     vae = tiny_vae_folder(tmp_path / "vae")
     images = write_images(tmp_path / "images", count=2, size=(64, 64))
@@ -105,7 +105,7 @@ def test_eval_keeps_a_shipped_previewer_beside_a_file_of_the_same_name(tmp_path,
     assert Image.open(sheet).size[0] - Image.open(tmp_path / "one.png").size[0] == 32  # one column more
 
 
-def test_eval_sheet_labels_rows_in_words(photos, tmp_path):  # noqa: F811
+def test_eval_sheet_labels_rows_in_words(photos, tmp_path):
     from PIL import ImageDraw, ImageFont
 
     data = held_out(fake_teacher(), photos, size=64)
@@ -116,6 +116,7 @@ def test_eval_sheet_labels_rows_in_words(photos, tmp_path):  # noqa: F811
     assert dark.max() - dark.min() >= word - 4  # the whole word is written, not an initial
 
 
+@pytest.mark.slow
 def test_full_res_comparison_rows_put_a_full_res_previewer_in_context():
     import torch.nn.functional as F
 

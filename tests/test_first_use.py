@@ -1,7 +1,7 @@
 """Any pipeline: latent conventions, fit-on-first-use against pipe.vae, video previews, previewer="vae".
 
 Tiny random Qwen-Image, Wan 2.1 (5-D latents) and Chroma (FLUX.1's VAE) pipelines built from
-components, text encoders left out and prompt embeddings passed (CPU, seconds).
+components (builders.tiny_pipeline), text encoders left out and prompt embeddings passed (CPU, seconds).
 """
 
 import warnings
@@ -16,78 +16,30 @@ from previewers.outputs.writer import step_name
 from previewers.pipelines.latents import bind, bind_vae, infer_size
 
 diffusers = pytest.importorskip("diffusers")
+from builders import FRAMES, OTHER_KINDS, SIZE, mid_grey_affine, tiny_pipeline  # noqa: E402
+from builders import run as run_steps  # noqa: E402
 
-SIZE = 16  # image pixels; the tiny VAEs compress 2x, so latents are 8x8
 STEPS = 3
-FRAMES = 5  # video frames; the tiny Wan VAE compresses time 2x: 3 latent frames
-MEAN, STD = [0.1, -0.2, 0.3, 0.0], [1.5, 0.8, 2.0, 1.2]  # not 0/1, so a missing de-normalisation shows
 
 
-def tiny_flux_vae(**config):
-    return diffusers.AutoencoderKL(block_out_channels=(8, 8), layers_per_block=1, norm_num_groups=2, latent_channels=16,
-                                   down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                                   **config)
-
-
-def build(kind, **vae_config):
-    """(pipeline, call kwargs, output attribute)."""
-    torch.manual_seed(0)
-    emb = lambda *shape: torch.randn(*shape)  # noqa: E731
-    flow = diffusers.FlowMatchEulerDiscreteScheduler
-    if kind == "qwenimage":
-        vae = diffusers.AutoencoderKLQwenImage(base_dim=8, z_dim=4, dim_mult=[1, 2], num_res_blocks=1,
-                                               temperal_downsample=[False], latents_mean=MEAN, latents_std=STD)
-        transformer = diffusers.QwenImageTransformer2DModel(
-            patch_size=2, in_channels=16, out_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=2,
-            joint_attention_dim=16, axes_dims_rope=(2, 2, 4))
-        pipe = diffusers.QwenImagePipeline(scheduler=flow(), vae=vae, text_encoder=None, tokenizer=None,
-                                           transformer=transformer)
-        kwargs = dict(prompt_embeds=emb(1, 5, 16), prompt_embeds_mask=torch.ones(1, 5, dtype=torch.long))
-        return pipe, kwargs, "images"
-    if kind == "wan":
-        vae = diffusers.AutoencoderKLWan(base_dim=8, z_dim=4, dim_mult=[1, 2], num_res_blocks=1, temperal_downsample=[True],
-                                         latents_mean=MEAN, latents_std=STD, scale_factor_temporal=2, scale_factor_spatial=2)
-        transformer = diffusers.WanTransformer3DModel(
-            patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=4, text_dim=16,
-            freq_dim=16, ffn_dim=16, num_layers=1, rope_max_seq_len=32)
-        pipe = diffusers.WanPipeline(tokenizer=None, text_encoder=None, vae=vae, scheduler=flow(shift=3.0),
-                                     transformer=transformer)
-        return pipe, dict(prompt_embeds=emb(1, 5, 16), negative_prompt_embeds=emb(1, 5, 16), num_frames=FRAMES), "frames"
-    transformer = diffusers.ChromaTransformer2DModel(
-        patch_size=1, in_channels=64, num_layers=1, num_single_layers=1, attention_head_dim=8, num_attention_heads=2,
-        joint_attention_dim=16, axes_dims_rope=(2, 2, 4), approximator_num_channels=8, approximator_hidden_dim=16,
-        approximator_layers=1)
-    vae = tiny_flux_vae(**(vae_config or dict(shift_factor=0.2, scaling_factor=0.5)))  # not FLUX.1's: fitted
-    pipe = diffusers.ChromaPipeline(scheduler=flow(), vae=vae, text_encoder=None, tokenizer=None, transformer=transformer)
-    kwargs = dict(prompt_embeds=emb(1, 5, 16), negative_prompt_embeds=emb(1, 5, 16),
-                  prompt_attention_mask=torch.ones(1, 5), negative_prompt_attention_mask=torch.ones(1, 5))
-    return pipe, kwargs, "images"
-
-
-KINDS = ("qwenimage", "wan", "chroma")
-
-
-@pytest.fixture(params=KINDS)
+@pytest.fixture(params=OTHER_KINDS)
 def tiny(request, tmp_path, monkeypatch):
     monkeypatch.setenv("LATENT_PREVIEW_CACHE", str(tmp_path / "cache"))
-    pipe, kwargs, output = build(request.param)
+    pipe, kwargs = tiny_pipeline(request.param)
     pipe.set_progress_bar_config(disable=True)
-    return request.param, pipe, kwargs, output
+    return request.param, pipe, kwargs
 
 
-def run(pipe, kwargs, output, callback=None, output_type="np", steps=STEPS):
-    extra = {} if callback is None else dict(callback_on_step_end=callback,
-                                             callback_on_step_end_tensor_inputs=callback.tensor_inputs)
-    result = pipe(**kwargs, num_inference_steps=steps, height=SIZE, width=SIZE, output_type=output_type,
-                  generator=torch.Generator().manual_seed(0), **extra)
-    return getattr(result, output)
+def run(pipe, kwargs, callback=None, output_type="np"):
+    """The output (images, or Wan's frames) of a seeded STEPS-step run."""
+    return run_steps(pipe, kwargs, callback, steps=STEPS, output_type=output_type)
 
 
 def test_convention_is_the_pipelines_own_decode(tiny):
     """Decoding output_type="latent" through the convention gives the pipeline's own image output."""
-    kind, pipe, kwargs, output = tiny
-    latents = run(pipe, kwargs, output, output_type="latent")
-    reference = run(pipe, kwargs, output, output_type="pt")
+    kind, pipe, kwargs = tiny
+    latents = run(pipe, kwargs, output_type="latent")
+    reference = run(pipe, kwargs, output_type="pt")
     convention = bind(pipe, SIZE, SIZE)
     decoded = convention.decode(convention.frames(latents))  # (B, T, 3, H, W)
     expected = reference if reference.ndim == 5 else reference[:, None]  # the video processor gives (B, T, 3, H, W)
@@ -99,8 +51,8 @@ def test_convention_is_the_pipelines_own_decode(tiny):
 
 
 def test_fit_on_first_use_previews_every_step_and_is_cached(tiny, tmp_path, monkeypatch):
-    kind, pipe, kwargs, output = tiny
-    reference = run(pipe, kwargs, output)
+    kind, pipe, kwargs = tiny
+    reference = run(pipe, kwargs)
     out = tmp_path / "steps"
     cb = PreviewCallback.for_pipeline(pipe, height=SIZE, width=SIZE, out_dir=out, progress=False)
     meta = cb.previewer.meta
@@ -110,7 +62,7 @@ def test_fit_on_first_use_previews_every_step_and_is_cached(tiny, tmp_path, monk
     assert meta["metrics"]["clean"]["psnr"] > meta["metrics"]["constant_colour"]["psnr"] + 1
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        result = run(pipe, kwargs, output, cb)
+        result = run(pipe, kwargs, cb)
     assert np.array_equal(result, reference)
     assert [str(w.message) for w in caught if "latent-preview" in str(w.message)] == []
     assert sorted(p.name for p in out.glob("step_*")) == [step_name(i, 0) for i in range(STEPS)]
@@ -129,18 +81,22 @@ def test_fit_on_first_use_previews_every_step_and_is_cached(tiny, tmp_path, monk
         assert torch.equal(a, b)
     monkeypatch.undo()
     monkeypatch.setenv("LATENT_PREVIEW_CACHE", str(tmp_path / "cache"))
+    fits, fit_for_vae = [], previewers.first_use.fit.fit_for_vae
+    monkeypatch.setattr(previewers.first_use.fit, "fit_for_vae", lambda *a, **k: fits.append(1) or fit_for_vae(*a, **k))
     refit = PreviewCallback.for_pipeline(pipe, previewer="fit", height=SIZE, width=SIZE, progress=False)
-    assert refit.previewer.meta["recipe"]["created"] >= meta["recipe"]["created"]
+    assert fits == [1]  # previewer="fit" fits again despite the cache, and the fit replaces the cached entry
+    assert list((tmp_path / "cache" / "fitted").glob(f"{space}-*.safetensors")) == cached
+    assert refit.previewer.meta["space"] == space and refit.previewer.meta["recipe"]["method"] == meta["recipe"]["method"]
 
 
 def test_video_previews_tile_every_latent_frame_and_end_with_a_clip(tmp_path, monkeypatch):
     monkeypatch.setenv("LATENT_PREVIEW_CACHE", str(tmp_path / "cache"))
-    pipe, kwargs, output = build("wan")
+    pipe, kwargs = tiny_pipeline("wan")
     pipe.set_progress_bar_config(disable=True)
     seen = []
     cb = PreviewCallback.for_pipeline(pipe, out_dir=tmp_path / "all", progress=False,
                                       on_preview=lambda step, t, images: seen.append(images))
-    run(pipe, kwargs, output, cb)
+    run(pipe, kwargs, cb)
     frames = (FRAMES - 1) // 2 + 1  # latent frames
     assert len(seen) == STEPS and all(len(images) == 1 and len(images[0]) == frames for images in seen)
     side = SIZE // 2
@@ -156,7 +112,7 @@ def test_video_previews_tile_every_latent_frame_and_end_with_a_clip(tmp_path, mo
     assert (tmp_path / "all" / "preview.gif").is_file() and (tmp_path / "all" / "sheet.png").is_file()
 
     first = PreviewCallback.for_pipeline(pipe, out_dir=tmp_path / "first", frames="first", keep=True, progress=False)
-    run(pipe, kwargs, output, first)
+    run(pipe, kwargs, first)
     assert all(len(images[0]) == 1 for images in first.images.values())
     with Image.open(tmp_path / "first" / step_name(0, 0)) as png:
         assert png.size == (side, side)
@@ -166,18 +122,12 @@ def test_video_previews_tile_every_latent_frame_and_end_with_a_clip(tmp_path, mo
 def test_vae_previewer_last_step_is_the_final_image(kind, tmp_path):
     """previewer="vae" decodes as the pipeline does: with x0 from a deterministic Euler run, the last
     step's preview is the pipeline's final image (within 2/255), and the result is unchanged."""
-    if kind == "sd":
-        from test_callback import build as build_sd
-
-        pipe, kwargs = build_sd("sd")
-        output = "images"
-    else:
-        pipe, kwargs, output = build(kind)
+    pipe, kwargs = tiny_pipeline(kind)
     pipe.set_progress_bar_config(disable=True)
-    reference = run(pipe, kwargs, output)
+    reference = run(pipe, kwargs)
     cb = PreviewCallback.for_pipeline(pipe, previewer="vae", source="x0", keep=True, height=SIZE, width=SIZE)
     assert cb.previewer.meta["family"] == "vae"
-    result = run(pipe, kwargs, output, cb)
+    result = run(pipe, kwargs, cb)
     assert np.array_equal(result, reference)
     last = cb.images[STEPS - 1][0]
     last = np.stack([np.asarray(f) for f in last]) if isinstance(last, list) else np.asarray(last)
@@ -191,7 +141,7 @@ def test_vae_previewer_warns_once_when_a_decode_costs_more_than_a_step(monkeypat
 
     from previewers.pipelines.vae_decode import VaePreview
 
-    pipe, kwargs, output = build("qwenimage")
+    pipe, kwargs = tiny_pipeline("qwenimage")
     pipe.set_progress_bar_config(disable=True)
     slow = VaePreview.forward
 
@@ -203,14 +153,14 @@ def test_vae_previewer_warns_once_when_a_decode_costs_more_than_a_step(monkeypat
     cb = PreviewCallback.for_pipeline(pipe, previewer="vae", height=SIZE, width=SIZE)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        run(pipe, kwargs, output, cb)
+        run(pipe, kwargs, cb)
     messages = [str(w.message) for w in caught if "previewer='vae'" in str(w.message)]
     assert len(messages) == 1 and "every=K" in messages[0]
 
 
 def test_flux_vae_families_take_the_shipped_flux1_previewers(tmp_path, monkeypatch):
     monkeypatch.setenv("LATENT_PREVIEW_CACHE", str(tmp_path / "cache"))
-    pipe, kwargs, output = build("chroma", shift_factor=0.1159, scaling_factor=0.3611)
+    pipe, kwargs = tiny_pipeline("chroma", shift_factor=0.1159, scaling_factor=0.3611)
     cb = PreviewCallback.for_pipeline(pipe, height=SIZE, width=SIZE)
     assert cb.previewer.meta["space"] == "flux1"
     assert not (tmp_path / "cache").exists()  # nothing was fitted
@@ -219,7 +169,7 @@ def test_flux_vae_families_take_the_shipped_flux1_previewers(tmp_path, monkeypat
 def test_a_pipeline_class_never_seen_works_from_its_vae(tmp_path, monkeypatch):
     """No class name is needed: a new pipeline holding Wan's VAE previews its 5-D latents with no argument."""
     monkeypatch.setenv("LATENT_PREVIEW_CACHE", str(tmp_path / "cache"))
-    wan, _, _ = build("wan")
+    wan, _ = tiny_pipeline("wan")
 
     class MyVideoPipeline:
         vae = wan.vae
@@ -247,7 +197,7 @@ def test_fit_command_fills_the_cache_for_a_pipeline_folder(tmp_path, monkeypatch
     from previewers.cli import main
 
     monkeypatch.setenv("LATENT_PREVIEW_CACHE", str(tmp_path / "cache"))
-    pipe, kwargs, output = build("qwenimage")
+    pipe, kwargs = tiny_pipeline("qwenimage")
     pipe.save_pretrained(tmp_path / "pipe")
     assert main(["fit", "--pipeline", str(tmp_path / "pipe"), "--device", "cpu", "--no-net", "--out", str(tmp_path / "q.safetensors")]) == 0
     assert "cached" in capsys.readouterr().out and (tmp_path / "q.safetensors").is_file()
@@ -264,12 +214,9 @@ def test_fit_command_fills_the_cache_for_a_pipeline_folder(tmp_path, monkeypatch
 
 
 def test_flux_size_is_inferred_from_the_tokens_when_only_one_shape_fits():
-    from test_callback import build as build_flux
-    from test_callback import mid_grey_affine
-
     assert infer_size(64 * 64, 16) == (1024, 1024) and infer_size(48 * 48, 16) is None  # 36x64 fits too
     assert infer_size(48 * 64, 16) is None  # 768x1024 or 1024x768
-    pipe, kwargs = build_flux("flux1")  # default size 128 · 2 = 256 px; the run is 16x16 or 32x16
+    pipe, kwargs = tiny_pipeline("flux1")  # default size 128 · 2 = 256 px; the run is 16x16 or 32x16
     pipe.set_progress_bar_config(disable=True)
     for height, width, expected in ((SIZE, SIZE, None), (2 * SIZE, SIZE, "height=/width= to PreviewCallback")):
         cb = PreviewCallback.for_pipeline(pipe, previewer=mid_grey_affine(16), keep=True)
@@ -284,13 +231,15 @@ def test_flux_size_is_inferred_from_the_tokens_when_only_one_shape_fits():
             assert len(messages) == 1 and expected in messages[0] and "--height/--width" in messages[0]
 
 
-def test_fit_against_a_real_trained_decoder(shared):
+@pytest.mark.slow
+def test_fit_against_a_real_trained_decoder(shared, tmp_path, monkeypatch):
     """TAESD's trained weights in diffusers' AutoencoderTiny (SD 1.x latents as they are): the fit on
     first use gets a usable previewer (measured 24.4 dB held-out, constant colour 13.5 dB)."""
     from safetensors.torch import load_file
 
     from previewers.first_use.fit import fit_for_vae
 
+    monkeypatch.setenv("LATENT_PREVIEW_CACHE", str(tmp_path / "cache"))  # the fit's crops are cached: not in the user's
     vae = diffusers.AutoencoderTiny(latent_channels=4)
     weights = {f"encoder.layers.{k}": v.float()
                for k, v in load_file(shared / "models/teachers/taesd_encoder.safetensors").items()}

@@ -5,7 +5,7 @@ from PIL import Image
 
 pytest.importorskip("diffusers")
 
-from test_callback import save_tiny_sd_folder  # noqa: E402
+from builders import save_tiny_sd_folder  # noqa: E402
 
 from previewers import save  # noqa: E402
 from previewers.cli import main  # noqa: E402

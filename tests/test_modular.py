@@ -43,6 +43,7 @@ def snapshot(pipe):
     return [(path, loop, loop.sub_blocks, list(loop.sub_blocks.items())) for path, loop in find_loops(pipe)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", FAMILIES)
 def test_preview_steps(family):
     pipe, kwargs = build_tiny_modular(family)
@@ -164,6 +165,7 @@ def test_import_does_not_need_diffusers():
 
 # The user's three lines on modular pipelines: FLUX.2's VAE (flux2, flux3 take the shipped flux2-* previewers), a
 # video pipeline (wan), SDXL's blocks, and Qwen-Image's packed tokens with a fitted previewer.
+@pytest.mark.slow
 @pytest.mark.parametrize("family", ["flux2", "flux3", "wan", "sdxl", "qwenimage"])
 def test_for_pipeline_previews_every_step_of_a_modular_pipeline(family, tmp_path, monkeypatch):
     from previewers import PreviewCallback

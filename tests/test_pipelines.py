@@ -71,6 +71,7 @@ def results(request, tmp_path_factory) -> dict:
     return {row["fixture"]: row for row in json.loads((tmp / "results.json").read_text())}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("label", [pytest.param(f"{m}:{n}", id=i) for i, m, n in FIXTURES])
 def test_pipeline_gets_a_preview_per_step_and_an_identical_output(results, label):
     from benchmarks.pipelines import TOLERANCE

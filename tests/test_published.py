@@ -65,6 +65,7 @@ def margins(shared: Path, space: str, modules: dict) -> dict[str, tuple[float, f
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("space", list(SPACES))
 def test_tables_apply_in_the_denoiser_convention(shared, space):
     """The latent convention pin (shared README): the published tables, which their tools apply to
@@ -80,6 +81,7 @@ def test_tables_apply_in_the_denoiser_convention(shared, space):
         assert right > wrong, (name, result)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("space", ["sd1", "sdxl", "sd3"])
 def test_peers_take_denoiser_latents(shared, space):
     """Each peer wrapper converts our latents to what the peer was trained on (measured margins

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 import previewers
-from previewers.models.weightfile import read_config
+from previewers.models.weightfile import read_card
 
 
 def test_available_lists_shipped_files():
@@ -15,9 +15,9 @@ def test_available_lists_shipped_files():
 @pytest.mark.parametrize("name", previewers.available())
 def test_every_shipped_previewer_loads_and_runs(name):
     p = previewers.load(name)
-    config = read_config(previewers.weights_dir() / f"{name}.safetensors")
+    card = read_card(previewers.weights_dir() / f"{name}.safetensors")
     space, family = name.split("-")[:2]
-    assert config["space"] == space and p.family == family
+    assert card.space == space and p.family == family
     assert {"teacher", "recipe", "metrics"} <= set(p.meta)
     c = previewers.SPACES[space].channels
     assert p.latent_channels == c

@@ -11,7 +11,7 @@ from previewers.models import taesd
 
 diffusers = pytest.importorskip("diffusers")
 
-from test_callback import build, latent_side, run, save_tiny_sd_folder  # noqa: E402
+from builders import latent_side, run, save_tiny_sd_folder, tiny_pipeline, write_images  # noqa: E402
 
 from previewers import PreviewCallback  # noqa: E402
 from training.teachers import load_teacher  # noqa: E402
@@ -42,7 +42,7 @@ def test_shared_decoder_files_are_previewers_equal_to_the_teacher(shared, name, 
 
 @pytest.mark.parametrize("kind, name, suffix", [("sd", "taesd", ".safetensors"), ("flux2", "taef2", ".pth")])
 def test_tiny_pipeline_with_the_shared_decoder_file_gives_8x_previews(shared, tmp_path, kind, name, suffix):
-    pipe, kwargs = build(kind)
+    pipe, kwargs = tiny_pipeline(kind)
     pipe.set_progress_bar_config(disable=True)
     cb = PreviewCallback.for_pipeline(pipe, previewer=teacher_file(shared, name, suffix), out_dir=tmp_path, keep=True,
                                       height=16, width=16)
@@ -58,7 +58,7 @@ def test_tiny_pipeline_with_the_shared_decoder_file_gives_8x_previews(shared, tm
 
 
 def test_bad_taesd_inputs_give_one_clear_error_each(shared, tmp_path):
-    pipe, _ = build("sd")
+    pipe, _ = tiny_pipeline("sd")
     with pytest.raises(ValueError, match="taef1_decoder.safetensors' takes 16-channel latents, but StableDiffusionPipeline's "
                                          "latents have 4 channels"):
         PreviewCallback.for_pipeline(pipe, previewer=teacher_file(shared, "taef1"))
@@ -91,7 +91,7 @@ def test_autoencoder_tiny_decodes_as_its_pipeline_would():
     with torch.no_grad():
         expected = ((vae.decode(latents / 1.5305 + 0.0609).sample + 1) / 2).clamp(0, 1)  # as StableDiffusion3Pipeline
         torch.testing.assert_close(p(latents), expected, atol=1e-5, rtol=0)
-    pipe, _ = build("sd3")
+    pipe, _ = tiny_pipeline("sd3")
     assert PreviewCallback.for_pipeline(pipe, previewer=vae, height=16, width=16).previewer.family == "taesd"
 
 
@@ -122,18 +122,21 @@ def test_generate_preview_methods(shared, tmp_path, capsys):
     assert "--preview taesd needs the decoder file" in capsys.readouterr().err
 
 
-def test_generate_maps_a_family_to_the_shipped_previewer_of_the_space():
-    from previewers.cli.generate import previewer_for
+def test_a_family_name_is_the_previewer_shipped_for_the_space():
+    from previewers.pipelines.latents import bind
+    from previewers.pipelines.resolve import shipped_name
 
-    pipe, _ = build("sdxl")
-    assert previewer_for("affine", pipe) == "sdxl-affine"
-    assert previewer_for("upsampler", pipe) == "sdxl-upsampler"
-    assert previewer_for("vae", pipe) == "vae" and previewer_for("sd1-conv", pipe) == "sd1-conv"
+    pipe, _ = tiny_pipeline("sdxl")
+    latents = bind(pipe)
+    assert shipped_name("affine", latents, "p") == "sdxl-affine"
+    assert shipped_name("upsampler", latents, "p") == "sdxl-upsampler"
+    assert shipped_name("sd1-conv", latents, "p") == "sd1-conv"
+    cb = PreviewCallback.for_pipeline(pipe, previewer="affine")
+    assert (cb.previewer.family, cb.previewer.meta["space"]) == ("affine", "sdxl")
 
 
+@pytest.mark.slow
 def test_eval_scores_a_taesd_file_beside_our_previewers(shared, tmp_path, capsys):
-    from test_fit import write_images
-
     images = write_images(tmp_path / "images", count=2, size=(64, 64))
     teacher = teacher_file(shared, "taesd")
     report = tmp_path / "report.md"

@@ -35,6 +35,7 @@ def kodak_crop(shared) -> torch.Tensor:
     return torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 255
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", SHARED_TEACHERS)
 def test_shared_teacher_loads_and_reconstructs(shared, name):
     suffix, channels, pooled, floor = SHARED_TEACHERS[name]
@@ -60,7 +61,7 @@ def test_role_is_read_from_the_state_dict(shared, tmp_path):
     # a decoder under an encoder's name is still a decoder
     renamed = tmp_path / "taesd_encoder.safetensors"
     renamed.write_bytes((folder / "taesd_decoder.safetensors").read_bytes())
-    assert taesd.load(renamed)[1] == "decoder"
+    assert taesd.load_model_and_role(renamed)[1] == "decoder"
     with pytest.raises(ValueError, match="is a TAESD decoder, not an encoder"):
         load_teacher(folder / "taesd_decoder.safetensors", encoder=folder / "taesd_decoder.safetensors")
     with pytest.raises(ValueError, match="is a TAESD encoder"):
@@ -71,22 +72,22 @@ def test_role_is_read_from_the_state_dict(shared, tmp_path):
 
 def test_bad_files_are_refused_by_name(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pth"):
-        taesd.load(tmp_path / "nope.pth")
+        taesd.load_model_and_role(tmp_path / "nope.pth")
     for suffix in (".safetensors", ".pth"):
         junk = tmp_path / f"junk{suffix}"
         junk.write_bytes(np.random.default_rng(0).bytes(4096))
         with pytest.raises(ValueError, match=f"junk{suffix}: not a readable state dict"):
-            taesd.load(junk)
+            taesd.load_model_and_role(junk)
     other = tmp_path / "other.safetensors"
     save_file(tiny_kl().state_dict(), other)
     with pytest.raises(ValueError, match="other.safetensors: not a TAESD"):
-        taesd.load(other)
+        taesd.load_model_and_role(other)
     truncated = tmp_path / "truncated.pth"
     state = taesd.decoder(4).state_dict()
     del state["19.bias"]
     torch.save(state, truncated)
     with pytest.raises(ValueError, match="truncated.pth: looks like a 4-channel TAESD decoder .*missing 19.bias"):
-        taesd.load(truncated)
+        taesd.load_model_and_role(truncated)
 
 
 def test_decoder_without_encoder(tmp_path):

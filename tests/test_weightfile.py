@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 
 import previewers
 from previewers import FAMILIES, build, save
-from previewers.models.weightfile import METADATA_KEY, load_file, read_config
+from previewers.models.weightfile import METADATA_KEY, load_file, read_card
 
 
 def randomised(family, latent_channels=4, **args):
@@ -72,7 +72,7 @@ def test_foreign_safetensors_without_our_metadata(tmp_path):
 
 
 def rewrite_config(path, **changes):
-    config = read_config(path)
+    config = read_card(path).to_dict()
     config.update(changes)
     from safetensors.torch import load_file as read
 

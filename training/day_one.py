@@ -28,6 +28,7 @@ from previewers.first_use.fit import (
     HELD_OUT,
     IMAGES,
     cache_path,
+    first_use_metrics,
     first_use_pairs,
     mean_psnr,
     net_path,
@@ -37,7 +38,8 @@ from previewers.models.spaces import get_space
 from previewers.models.weightfile import save
 from previewers.pipelines.latents import PipelineLatents
 from training.adam import Training, resolve_device
-from training.data import Crops, make_pairs
+from training.crops import Crops
+from training.data import make_pairs
 from training.fit import fit
 from training.teachers import Teacher
 
@@ -156,11 +158,7 @@ def train_day_one_net(latents: PipelineLatents, steps: int = STEPS, crops: int =
     })
     previewer.meta.update({
         "teacher": teacher.name,
-        "metrics": {
-            "clean": {"psnr": round(psnr, 4)},
-            "constant_colour": {"psnr": round(baseline, 4)},
-            "held_out": {"images": list(HELD_OUT), "crops": len(held["held_x"]), "tile": side},
-        },
+        "metrics": first_use_metrics(psnr, baseline, len(held["held_x"]), side),
     })
     save(previewer, target)
     if out is not None:

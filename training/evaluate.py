@@ -18,9 +18,12 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps
 
+from previewers.files import atomic_write
+from previewers.first_use.cache import key_digest
 from previewers.metrics import ciede2000, psnr, ssim
-from training.data import CACHE_VERSION, Pairs, digest, folder_listing, image_files
+from training.data import Pairs, image_files
 from training.noise import EVAL_NOISE, eval_noise
+from training.pair_cache import CACHE_VERSION, folder_listing
 
 METRICS = {"psnr": psnr, "ssim": ssim, "ciede2000": ciede2000}
 TIMING_SHAPE = (1, None, 64, 64)  # one 512x512 image's latent; None = the module's channels
@@ -39,6 +42,8 @@ class HeldOut:
 
 @dataclass
 class Row:
+    """One module's quality on held-out tiles and its time per preview: a line of markdown()."""
+
     name: str
     kind: str  # our family, "table" or "peer"
     scale: int  # output pixels per latent pixel
@@ -89,7 +94,7 @@ def held_out(teacher, images, size: int = 256, count: int | None = None, seed: i
             raise ValueError("caching held-out data needs a teacher_id (a fingerprint of the teacher's files)")
         key = {"version": CACHE_VERSION, "held_out": True, "teacher": teacher_id, "images": folder_listing(files),
                "tile": size, "count": count, "seed": seed, "noise": EVAL_NOISE}
-        path = Path(cache_dir) / f"heldout-{digest(key)}.safetensors"
+        path = Path(cache_dir) / f"heldout-{key_digest(key)}.safetensors"
         if path.is_file():
             try:
                 return HeldOut(**{k: v.float() for k, v in load_file(path).items()}, source=source)
@@ -111,10 +116,8 @@ def held_out(teacher, images, size: int = 256, count: int | None = None, seed: i
     tensors = {"clean": torch.cat(clean), "noised": torch.cat(noised), "clean_rgb": torch.cat(clean_rgb).half(),
                "noised_rgb": torch.cat(noised_rgb).half()}
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
-        tmp.replace(path)
+        with atomic_write(path) as tmp:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, tmp)
     return HeldOut(**{k: v.float() for k, v in tensors.items()}, source=source)
 
 

@@ -11,6 +11,8 @@ import json
 
 import torch
 
+from previewers.models.card import WeightCard
+
 EXPORTABLE = ("linear", "affine")
 DIGITS = 8  # significant digits in JSON, decimals in the Python snippet: reproduces the previewer to ~1e-7
 
@@ -46,13 +48,13 @@ def comfyui_snippet(previewer, name: str) -> str:
     """The two attribute assignments ComfyUI's latent format classes make in `__init__`, indented to paste
     there, after a comment saying where they go and where the numbers come from."""
     weight, bias = factors(previewer)
-    meta = previewer.meta
-    space = meta.get("space")
+    card = WeightCard.of(previewer)
+    space = card.space
     where = (f"the __init__ of class {COMFYUI_CLASSES[space]}" if space in COMFYUI_CLASSES
              else "the __init__ of the latent format class of your model")
     lines = [
         f"# {name}: {space or '?'} latent -> RGB preview factors, {previewer.family} fitted by latent-preview"
-        f" against {meta.get('teacher', '?')}.",
+        f" against {card.teacher or '?'}.",
         f"# Paste these lines into ComfyUI's comfy/latent_formats.py, in {where},",
         "# replacing its own latent_rgb_factors and latent_rgb_factors_bias.",
         "# Input: latents as the denoiser holds them (what ComfyUI previews as x0)"
@@ -60,10 +62,9 @@ def comfyui_snippet(previewer, name: str) -> str:
            else "."),
         "# Preview: ((x @ latent_rgb_factors + latent_rgb_factors_bias) + 1) / 2, clamped to [0, 1].",
     ]
-    clean = meta.get("metrics", {}).get("clean", {}).get("psnr")
-    if clean is not None:
-        noised = meta["metrics"].get("noised", {}).get("psnr")
-        lines.append(f"# Held-out PSNR against the teacher: {clean:.2f} dB clean, {noised:.2f} dB noised.")
+    if card.metrics is not None and card.metrics.noised is not None:
+        lines.append(f"# Held-out PSNR against the teacher: {card.metrics.clean.psnr:.2f} dB clean, "
+                     f"{card.metrics.noised.psnr:.2f} dB noised.")
     lines.append(INDENT + "self.latent_rgb_factors = [")
     lines.append(INDENT + "    #" + "".join(f"{c:>13}" for c in ("R", "G", "B")))
     for c, row in enumerate(weight):
@@ -78,12 +79,12 @@ def json_export(previewer, name: str) -> str:
     """The same numbers as JSON, in ComfyUI's [-1, 1] convention and in the direct [0, 1] form."""
     weight, bias = factors(previewer)
     unit_weight, unit_bias = unit_factors(previewer)
-    meta = previewer.meta
+    card = WeightCard.of(previewer)
     document = {
         "name": name,
-        "space": meta.get("space"),
+        "space": card.space,
         "family": previewer.family,
-        "teacher": meta.get("teacher"),
+        "teacher": card.teacher,
         "latent_channels": previewer.latent_channels,
         "input": "latents as the denoiser holds them, one C-vector x per latent pixel",
         "comfyui": {
@@ -96,6 +97,6 @@ def json_export(previewer, name: str) -> str:
             "weight": [_numbers(r) for r in unit_weight],
             "bias": _numbers(unit_bias),
         },
-        "metrics": meta.get("metrics"),
+        "metrics": None if card.metrics is None else card.metrics.to_dict(),
     }
     return json.dumps(document, indent=2) + "\n"

@@ -1,12 +1,12 @@
 """fit(): one previewer family fitted against a teacher's decodes, with its recipe in `meta`."""
 
-import hashlib
 import platform
 import time
 import warnings
 
 import torch
 
+from previewers.first_use.cache import weights_digest
 from previewers.first_use.closed_form import fit_closed_form, is_closed_form, set_normalisation
 from previewers.models.families import Quadratic, build
 from training import distributed
@@ -52,15 +52,6 @@ def dead_relus(previewer, latents: torch.Tensor) -> list[int]:
         for h in handles:
             h.remove()
     return [i for i, a in enumerate(alive) if not a]
-
-
-def state_digest(previewer) -> str:
-    """sha256 of a previewer's weights and buffers: names a starting point in a checkpoint's key."""
-    digest = hashlib.sha256()
-    for name, tensor in previewer.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def device_name(device: torch.device) -> str:
@@ -125,7 +116,7 @@ def fit(teacher, family: str, pairs, space: str, args: dict | None = None, devic
             start_from_closed_form(previewer, pairs, ridge, reweight, progress, world)
         summary = train(previewer, pairs, training, device=device, progress=progress, checkpoint=checkpoint,
                         resume=resume, validation=validation,
-                        init_digest=None if init is None else state_digest(init), deadline=deadline)
+                        init_digest=None if init is None else weights_digest(init), deadline=deadline)
     previewer = previewer.cpu().eval().requires_grad_(False)
     if summary is not None:
         summary["dead_relus"] = dead_relus(previewer, pairs.latents[:256].float())

@@ -94,7 +94,7 @@ def comparison(rows: list[Row], modules: dict, teacher, data, progress: bool = T
 
 def full_res_metrics(module: nn.Module, teacher, data) -> dict:
     """What a full-resolution previewer's weight file stores beside its own metrics (`metrics["full_res"]`), so
-    a choice between previews can be made from the files alone (previewers.pipelines.callback.auto_previewer): its
+    a choice between previews can be made from the files alone (previewers.pipelines.resolve.auto_previewer): its
     PSNR/SSIM pooled to latent resolution, and the ceiling's on the same tiles with the teacher's ms."""
     pooled, ceiling = evaluate({"pooled": Pooled(module), CEILING: Ceiling(teacher)}, data, progress=False)
     return {"pooled": {"clean": pooled.clean, "noised": pooled.noised},

@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+from training.shared_folder import SHARED
 from training.teachers import load_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,7 +40,7 @@ def main(argv=None) -> int:
     import skimage.data
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--teachers", type=Path, default=ROOT.parent / "shared" / "models" / "teachers",
+    parser.add_argument("--teachers", type=Path, default=SHARED / "models" / "teachers",
                         help="folder with taesd_decoder.safetensors and taesd_encoder.safetensors")
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args(argv)

@@ -1,4 +1,4 @@
-"""Other people's previewers from ../shared/models/peers, for side-by-side benchmarks only.
+"""Other people's previewers from the shared folder's models/peers, for side-by-side benchmarks only.
 
 Never copied into the project: each loader reads the peer's own file from the shared folder.
 Every peer is wrapped to the previewer contract: it takes OUR denoiser latents (B, C, h, w)
@@ -23,16 +23,18 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from previewers.models.spaces import SPACES
+from training.shared_folder import SHARED
 
-PEERS_DIR = Path(__file__).resolve().parents[2] / "shared" / "models" / "peers"
+PEERS_DIR = SHARED / "models" / "peers"
 
 
 def peer_file(relative: str, root: Path | None = None) -> Path:
-    """Path of a peer's file under `root` (default ../shared/models/peers), with a clear error."""
+    """Path of a peer's file under `root` (default PEERS_DIR), with a clear error."""
     root = PEERS_DIR if root is None else Path(root)
     path = root / relative
     if not path.is_file():
-        raise FileNotFoundError(f"peer file {path} not found (peers live in ../shared/models/peers beside the checkout)")
+        raise FileNotFoundError(f"peer file {path} not found (peers live in {PEERS_DIR}: ../shared/models/peers beside "
+                                "the checkout, or $LATENT_PREVIEW_SHARED/models/peers)")
     return path
 
 

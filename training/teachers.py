@@ -1,7 +1,7 @@
 """The real decoder a previewer imitates (and the encoder that makes its training latents).
 
 A `Teacher` maps images (B, 3, H, W) in [0, 1] to latents (B, C, H/s, W/s) in the denoiser's
-convention ("model space", DESIGN.md) and back, whatever model is behind it:
+convention ("model space", DESIGN.md, "Latent spaces") and back, whatever model is behind it:
 - a TAESD-family file pair (already works in model space),
 - a diffusers VAE (folder, pipeline folder, single-file checkpoint or in-memory object), whose
   raw latent z is mapped to model space with the conventions in its own config:
@@ -145,7 +145,7 @@ def load_teacher(decoder, encoder=None, vae_config=None, device="cpu") -> Teache
         name = path.resolve().name
         return Teacher.from_vae(vae.to(device), name=name)
     try:
-        model, role = taesd.load(path)
+        model, role = taesd.load_model_and_role(path)
     except ValueError as e:
         if path.suffix not in SINGLE_FILE_SUFFIXES:
             raise
@@ -172,7 +172,7 @@ def load_teacher(decoder, encoder=None, vae_config=None, device="cpu") -> Teache
 
 def taesd_encoder(path, channels: int) -> torch.nn.Sequential:
     """The TAESD encoder in `path`, checked to be an encoder for `channels`-channel latents."""
-    model, role = taesd.load(path)
+    model, role = taesd.load_model_and_role(path)
     if role != "encoder":
         raise ValueError(f"{path}: is a TAESD {role}, not an encoder")
     if model[-1].out_channels != channels:

@@ -23,6 +23,7 @@ def run(args) -> int:
     import torch
     from PIL import Image
 
+    from previewers.models.card import WeightCard
     from previewers.models.registry import load
     from previewers.outputs.images import image_format, resize, save_atomic, to_uint8
     from previewers.outputs.latents_file import read_latents
@@ -39,7 +40,7 @@ def run(args) -> int:
     if (args.height is None) != (args.width is None):
         raise ValueError("give both --height and --width (the image size the tokens come from)")
     previewer = load(args.previewer)
-    space = previewer.meta.get("space") or "/".join(previewer.meta.get("spaces", ())) or "?"
+    space = WeightCard.of(previewer).space_label()
     latents = read_latents(args.latents)
     shape = tuple(latents.shape)
     if args.height is not None:

@@ -3,8 +3,7 @@
 import importlib
 
 # import name → what pip installs it as; all of them come with the [train] extra
-DISTRIBUTIONS = {"diffusers": "diffusers", "transformers": "transformers", "sklearn": "scikit-learn",
-                 "skimage": "scikit-image", "tqdm": "tqdm"}
+DISTRIBUTIONS = {"diffusers": "diffusers", "transformers": "transformers", "skimage": "scikit-image", "tqdm": "tqdm"}
 
 
 class MissingDependency(Exception):

@@ -47,25 +47,6 @@ def load_pipeline(model: str, allow_download: bool, dtype):
         raise FileNotFoundError(f"no diffusers model {model!r}: {where} ({type(e).__name__}); {hint}") from None
 
 
-def previewer_for(method: str, pipe):
-    """What --preview METHOD means for `pipe`: a family name becomes the shipped previewer of that family
-    for the pipeline's latent space; anything else goes to PreviewCallback.for_pipeline as it is."""
-    from previewers.models.families import FAMILIES
-    from previewers.pipelines.callback import auto_previewer
-    from previewers.pipelines.conventions import derive
-
-    if method == "taesd":
-        raise ValueError("--preview taesd needs the decoder file: pass its path, e.g. --preview taesd_decoder.safetensors "
-                         "(taesd for SD 1.x/2.x, taesdxl, taesd3, taef1, taef2 for FLUX.2)")
-    if method in FAMILIES:
-        convention = derive(pipe)
-        if convention.space is None:
-            raise ValueError(f"--preview {method}: no previewers are shipped for {type(pipe).__name__}'s latents "
-                             f"({convention.name}); use --preview auto (fits one against its VAE) or vae")
-        return auto_previewer(convention.space, families=(method,))
-    return method
-
-
 def run(args) -> int:
     import inspect
     from pathlib import Path
@@ -83,6 +64,9 @@ def run(args) -> int:
             raise ValueError(f"{flag} must be at least 1, got {value}")
     if (args.height is None) != (args.width is None):
         raise ValueError("give both --height and --width, or neither")
+    if args.previewer == "taesd":  # the family's own files are the previewers; none of ours is named after it
+        raise ValueError("--preview taesd needs the decoder file: pass its path, e.g. --preview taesd_decoder.safetensors "
+                         "(taesd for SD 1.x/2.x, taesdxl, taesd3, taef1, taef2 for FLUX.2)")
     if torch.cuda.is_available():
         device, dtype = "cuda", torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     else:
@@ -97,7 +81,7 @@ def run(args) -> int:
     for key in options:
         if key not in accepted:
             raise ValueError(f"{type(pipe).__name__} takes no {flags.get(key, key)}")
-    cb = PreviewCallback.for_pipeline(pipe, previewer=previewer_for(args.previewer, pipe), every=args.every, out_dir=out,
+    cb = PreviewCallback.for_pipeline(pipe, previewer=args.previewer, every=args.every, out_dir=out,
                                       source=args.source, height=args.height, width=args.width, size=args.size)
     if "callback_on_step_end" in accepted:
         options.update(callback_on_step_end=cb, callback_on_step_end_tensor_inputs=cb.tensor_inputs)

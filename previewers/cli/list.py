@@ -8,18 +8,17 @@ def add_arguments(parser):
 def run(args) -> int:
     from previewers.models.registry import available, weights_dir
     from previewers.models.spaces import get_space
-    from previewers.models.weightfile import read_config
+    from previewers.models.weightfile import read_card
 
     if args.space is not None:
         get_space(args.space)
     rows = []
     for name in available():
-        config = read_config(weights_dir() / f"{name}.safetensors")
-        if args.space and config.get("space") != args.space:
+        card = read_card(weights_dir() / f"{name}.safetensors")
+        if args.space and card.space != args.space:
             continue
-        clean = config.get("metrics", {}).get("clean", {}).get("psnr")
-        rows.append((name, config.get("space", "?"), config["family"], str(config["latent_channels"]),
-                     f"{config['scale']}x", "-" if clean is None else f"{clean:.1f}"))
+        rows.append((name, card.space_label(), card.family, str(card.latent_channels), f"{card.scale}x",
+                     "-" if card.metrics is None else f"{card.metrics.clean.psnr:.1f}"))
     header = ("name", "space", "family", "channels", "output", "PSNR dB (clean)")
     widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
     for row in [header, *rows]:

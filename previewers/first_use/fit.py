@@ -8,8 +8,8 @@ closed-form families (affine, and a linear 3x3 conv) solved by least squares (pr
 whichever is better on the held-out photos' crops is kept. Video VAEs are fitted on single-frame
 encodes (their first latent frame), the colour map every later frame shares up to small drift.
 
-The result is a normal Previewer, its `meta` recording how it was fitted and its held-out PSNR
-(meta["metrics"]["clean"]["psnr"], beside a constant-colour baseline), saved under
+The result is a normal Previewer, its card (`meta`) recording how it was fitted and its held-out PSNR
+(first_use_metrics: beside a constant-colour baseline), saved under
 cache_root()/fitted/ named by a hash of the VAE's weights and the fit recipe: the next build, in
 any process, loads it instantly. The encoded and decoded crops are cached beside it (in pairs/), so a refit
 (`previewer="fit"`) and the net fit score on the same held-out crops without running the VAE again.
@@ -23,9 +23,7 @@ GPU_NET_BUDGET_S seconds (set LATENT_PREVIEW_FIRST_USE_NET=0 to turn it off): th
 GPU to measure it on, and its time is an untested budget, not a measurement.
 """
 
-import hashlib
 import importlib.util
-import json
 import os
 import platform
 import sys
@@ -40,8 +38,11 @@ from PIL import Image
 from safetensors.torch import load_file as load_tensors
 from safetensors.torch import save_file as save_tensors
 
-from previewers.first_use.cache import cache_root
+from previewers.files import atomic_write
+from previewers.first_use.cache import cache_root, key_digest, weights_digest
 from previewers.first_use.closed_form import fit_closed_form, set_normalisation
+from previewers.metrics import psnr
+from previewers.models.card import FIRST_USE_IMAGES, HeldOutSet, Metrics, Scores, WeightCard
 from previewers.models.families import Previewer, build
 from previewers.models.weightfile import load_file, save
 from previewers.pipelines.latents import PipelineLatents
@@ -60,24 +61,13 @@ PAIRS_SUFFIX = "-first-use"  # pairs/<stem>-first-use: the closed form's encoded
 GPU_NET_BUDGET_S = 120.0  # first use on a GPU: the net's whole fit (pairs and training); NOT measured (no GPU yet)
 
 
-def vae_digest(vae) -> str:
-    """sha256 of the VAE's parameters and buffers (names, shapes, dtypes, bytes), read on the CPU."""
-    digest = hashlib.sha256(type(vae).__name__.encode())
-    for name, tensor in sorted(vae.state_dict().items()):
-        t = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}:{tuple(t.shape)}:{t.dtype}".encode())
-        digest.update(t.view(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
-
-
 def cache_path(latents: PipelineLatents, folder: Path | None = None) -> Path:
     convention = latents.convention
-    key = {"vae": vae_digest(latents.vae), "space": convention.name, "normalisation": convention.normalisation,
+    key = {"vae": weights_digest(latents.vae), "space": convention.name, "normalisation": convention.normalisation,
            "frame_vae": convention.frame_vae, "decode": [list(kv) for kv in convention.decode_kwargs],
            "version": FIT_VERSION,
            "images": sorted(p.name for p in IMAGES.glob("*.jpg"))}
-    name = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
-    return (folder or cache_root() / "fitted") / f"{convention.name}-{name}.safetensors"
+    return (folder or cache_root() / "fitted") / f"{convention.name}-{key_digest(key)}.safetensors"
 
 
 def net_path(path: Path) -> Path:
@@ -135,8 +125,9 @@ def pairs(latents: PipelineLatents, images: torch.Tensor, bar) -> tuple[torch.Te
 
 
 def mean_psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
-    mse = (pred.clamp(0, 1) - target.clamp(0, 1)).square().mean(dim=(1, 2, 3)).clamp(min=1e-10)
-    return float((10 * torch.log10(1 / mse)).mean())
+    """Mean PSNR of the crops (previewers.metrics.psnr), each capped at 100 dB (MSE 1e-10) so an exact crop keeps the
+    mean finite."""
+    return float(psnr(pred, target).clamp(max=100).mean())
 
 
 def first_use_pairs(latents: PipelineLatents, progress: bool = True, folder: Path | None = None,
@@ -166,13 +157,8 @@ def first_use_pairs(latents: PipelineLatents, progress: bool = True, folder: Pat
     out = {"train_x": train_x.contiguous(), "train_y": train_y.contiguous(), "held_x": held_x.contiguous(),
            "held_y": held_y.contiguous()}
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-        try:
+        with atomic_write(path) as tmp:
             save_tensors(out, str(tmp))
-            tmp.replace(path)
-        finally:
-            tmp.unlink(missing_ok=True)
     except OSError:
         pass  # the fit still works; the next one encodes again
     return out
@@ -215,13 +201,18 @@ def fit_for_vae(latents: PipelineLatents, progress: bool = True, folder: Path | 
             "version": FIT_VERSION,
             "created": time.strftime("%Y-%m-%d %H:%M:%S %z"),
         },
-        "metrics": {
-            "clean": {"psnr": round(psnr, 4)},
-            "constant_colour": {"psnr": round(baseline, 4)},
-            "held_out": {"images": list(HELD_OUT), "crops": len(held_x), "tile": side},
-        },
+        "metrics": first_use_metrics(psnr, baseline, len(held_x), side),
     }
     return previewer
+
+
+def first_use_metrics(psnr: float, baseline: float, crops: int, side: int) -> dict:
+    """The card's metrics of a fit scored on the held-out crops (first_use_pairs), beside the constant colour's
+    `baseline` PSNR: `crops` squares of `side` pixels from the HELD_OUT photos."""
+    held_out = HeldOutSet(images=FIRST_USE_IMAGES, image_count=len(HELD_OUT), tile=side, count=crops, seed=0,
+                          only=[f"{n}.jpg" for n in HELD_OUT])
+    return Metrics(clean=Scores(psnr=round(psnr, 4)), constant_colour=Scores(psnr=round(baseline, 4)), tiles=crops,
+                   held_out=held_out).to_dict()
 
 
 def score(previewer, held: dict[str, torch.Tensor]) -> float:
@@ -231,10 +222,8 @@ def score(previewer, held: dict[str, torch.Tensor]) -> float:
 
 
 def held_out_psnr(previewer) -> float:
-    try:
-        return float(previewer.meta["metrics"]["clean"]["psnr"])
-    except (KeyError, TypeError, ValueError):
-        return float("-inf")
+    metrics = WeightCard.of(previewer).metrics
+    return float("-inf") if metrics is None else metrics.clean.psnr
 
 
 def cached_entries(latents: PipelineLatents, folder: Path | None = None) -> dict[str, Previewer]:
@@ -251,7 +240,7 @@ def cached_entries(latents: PipelineLatents, folder: Path | None = None) -> dict
 
 
 def best_entry(entries: dict[str, Previewer]) -> Previewer:
-    """The entry with the higher held-out PSNR (meta["metrics"]["clean"]["psnr"]); the closed form on a tie."""
+    """The entry with the higher held-out PSNR (its card's metrics); the closed form on a tie."""
     order = [entries[k] for k in ("closed_form", "net") if k in entries]
     return max(order, key=held_out_psnr)
 
@@ -287,10 +276,10 @@ def fitted_previewer(latents: PipelineLatents, refit: bool = False, progress: bo
             warnings.warn(f"latent-preview: cannot cache the fitted previewer in {path.parent} ({e}); "
                           "it will be fitted again next time (set LATENT_PREVIEW_CACHE to a writable folder)", stacklevel=2)
         if progress:
-            metrics = previewer.meta["metrics"]
+            card = WeightCard.of(previewer)
             print(f"latent-preview: fitted {previewer.family} for {type(latents.vae).__name__} in "
-                  f"{previewer.meta['recipe']['seconds']} s, held-out PSNR {metrics['clean']['psnr']:.1f} dB "
-                  f"(constant colour {metrics['constant_colour']['psnr']:.1f} dB); cached as {path}", file=sys.stderr)
+                  f"{card.recipe['seconds']} s, held-out PSNR {card.metrics.clean.psnr:.1f} dB "
+                  f"(constant colour {card.metrics.constant_colour.psnr:.1f} dB); cached as {path}", file=sys.stderr)
     if "net" not in entries and net_on_first_use(latents):
         from training.day_one import (
             train_day_one_net,  # lazily: only here, only on a GPU

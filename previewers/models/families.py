@@ -142,6 +142,17 @@ class Quadratic(nn.Module):
         return mx.mul_(x1).sum(2).view(b, 3, h, w)
 
 
+# Arguments added after weight files shipped, at the value that builds what a file without them holds. A file
+# stores them only where they differ from it, so every earlier file's args read back as they were written.
+NEUTRAL = {"base": 0, "dilations": (), "upsample": "nearest", "activation": "relu", "refine": ()}
+
+
+def stored_args(**args) -> dict:
+    """A builder's constructor arguments as its weight file stores them (JSON lists for tuples; NEUTRAL ones only
+    where set)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in args.items() if k not in NEUTRAL or v != NEUTRAL[k]}
+
+
 def linear(latent_channels: int) -> Previewer:
     """C×3 matrix, no bias: the classic "latent RGB factors"."""
     body = InputConv(latent_channels, 3, 1, bias=False)
@@ -196,11 +207,9 @@ def mlp(latent_channels: int, hidden: tuple[int, ...] = (32, 32), base: int = 0)
     for n_in, n_out in zip(widths, widths[1:]):
         layers += [(nn.Conv2d if layers else InputConv)(n_in, n_out, 1), nn.SiLU(inplace=True)]
     body = Layers(*layers, (nn.Conv2d if layers else InputConv)(widths[-1], 3, 1))
-    args = {"hidden": list(hidden)}
     if base:
-        polynomial = linear_base(latent_channels, 1) if base == 1 else Quadratic(latent_channels)
-        body, args["base"] = Residual(polynomial, body), base
-    return Previewer("mlp", latent_channels, body, args=args)
+        body = Residual(linear_base(latent_channels, 1) if base == 1 else Quadratic(latent_channels), body)
+    return Previewer("mlp", latent_channels, body, args=stored_args(hidden=hidden, base=base))
 
 
 def conv(latent_channels: int, channels: tuple[int, ...] = (64, 64), kernels: tuple[int, ...] = (3, 3, 1),
@@ -218,6 +227,7 @@ def conv(latent_channels: int, channels: tuple[int, ...] = (64, 64), kernels: tu
                       or not channels):
         raise ValueError(f"conv dilations need a net (channels; a lone linear conv is fitted in closed form, undilated)"
                          f" and one positive integer per kernel, got {dilations} for kernels {kernels}")
+    dilations = dilations if any(d != 1 for d in dilations) else ()  # all 1: the undilated net
     widths = (latent_channels, *channels, 3)
     layers: list[nn.Module] = []
     for i, (k, d) in enumerate(zip(kernels, dilations or (1,) * len(kernels))):
@@ -225,12 +235,11 @@ def conv(latent_channels: int, channels: tuple[int, ...] = (64, 64), kernels: tu
                                                             dilation=d, padding_mode="replicate"))
         if i < len(channels):
             layers.append(nn.ReLU(inplace=True))
-    body, args = Layers(*layers), {"channels": list(channels), "kernels": list(kernels)}
-    if any(d != 1 for d in dilations):  # stored only when set, so the args of earlier files stay as they were
-        args["dilations"] = list(dilations)
+    body = Layers(*layers)
     if base:
-        body, args["base"] = Residual(linear_base(latent_channels, base), body), base
-    return Previewer("conv", latent_channels, body, args=args, memory_format=torch.channels_last)
+        body = Residual(linear_base(latent_channels, base), body)
+    return Previewer("conv", latent_channels, body, memory_format=torch.channels_last,
+                     args=stored_args(channels=channels, kernels=kernels, dilations=dilations, base=base))
 
 
 # "leaky" (slope 0.2) cannot output zero everywhere: flux1's first shuffle upsampler, trained with ReLU at lr 2e-3, lost
@@ -252,27 +261,35 @@ class ResidualBlock(nn.Module):
         return self.convs(x).add_(x)
 
 
-UPSAMPLES = ("nearest", "shuffle")
-
-
 def upsampler(latent_channels: int, width: int = 64, depth: int = 2, stages: tuple[int, ...] = (48, 32, 16),
               upsample: str = "nearest", base: int = 0, activation: str = "relu",
               refine: tuple[int, ...] = ()) -> Previewer:
-    """Tiny conv decoder to full resolution: a trunk at latent resolution, where convs are cheap, then one
-    2x stage per entry of `stages` (its output width); a final 3x3 conv to RGB. Output is 2**len(stages)
-    times the latent size (8x for SD-style VAEs, 4x: a half-resolution preview). ReLU after every conv but
-    the last.
+    """Tiny conv decoder to full resolution: a trunk at latent resolution, where convs are cheap, then one 2x
+    stage per entry of `stages` (its output width) and a final 3x3 conv to RGB. Output is 2**len(stages) times
+    the latent size (8x for SD-style VAEs, 4x: a half-resolution preview). Two designs, by `upsample`:
+    "shuffle" (the shipped one, shuffle_body) and "nearest" (the first one, nearest_body, kept so its files load
+    unchanged); base, activation and refine are the shuffle design's.
+    base=k > 0 adds the net to a least-squares linear k×k conv upscaled bilinearly (Residual)."""
+    check_upsampler(stages, upsample, base, activation, refine)
+    refine = refine if any(refine) else ()  # all 0: no refinement convs
+    scale = 2 ** len(stages)
+    args = stored_args(width=width, depth=depth, stages=stages, upsample=upsample, activation=activation,
+                       refine=refine, base=base)
+    if upsample == "nearest":
+        return Previewer("upsampler", latent_channels, nearest_body(latent_channels, width, depth, stages),
+                         scale=scale, args=args, memory_format=torch.channels_last)
+    body = shuffle_body(latent_channels, width, depth, stages, activation, refine)
+    if base:
+        body = Residual(linear_base(latent_channels, base), body, scale=scale)
+    return Previewer("upsampler", latent_channels, body, scale=scale, args=args, memory_format=torch.channels_last)
 
-    upsample="shuffle" (the shipped design): conv to `width`, `depth` ResidualBlocks, and per stage a 3x3
-    conv to 4·width at the current resolution followed by a pixel shuffle (learned sub-pixel upsampling:
-    the conv runs at the lower resolution); replicate padding, so the input normalisation folds into the
-    first conv. base=k > 0 adds the net to a least-squares linear k×k conv upscaled bilinearly (Residual).
-    activation="leaky" puts leaky ReLUs in place of every ReLU (files without the argument have ReLUs).
-    refine (shuffle only; one count per stage, default none) adds that many 3x3 convs, each followed by the
-    activation, at the stage's width and output resolution: capacity where the detail of the image forms.
-    upsample="nearest" (the first design, kept so its files load unchanged): conv to `width`, `depth` more
-    3x3 convs, per stage a nearest 2x upsample and a 3x3 conv; zero padding, so the normalisation stays a
-    separate step (it would not fold exactly)."""
+
+UPSAMPLES = ("nearest", "shuffle")
+
+
+def check_upsampler(stages: tuple[int, ...], upsample: str, base: int, activation: str,
+                    refine: tuple[int, ...]) -> None:
+    """ValueError for an upsampler design that does not exist: the shuffle design's options with "nearest"."""
     if upsample not in UPSAMPLES:
         raise ValueError(f"upsample must be one of {', '.join(UPSAMPLES)}, got {upsample!r}")
     if base and (upsample != "shuffle" or base % 2 == 0):
@@ -284,20 +301,15 @@ def upsampler(latent_channels: int, width: int = 64, depth: int = 2, stages: tup
                    or any(not isinstance(n, int) or n < 0 for n in refine)):
         raise ValueError(f"upsampler refine needs upsample='shuffle' and one count (an integer >= 0) per stage, got "
                          f"{list(refine)} for stages {list(stages)}")
-    scale = 2 ** len(stages)
-    args = {"width": width, "depth": depth, "stages": list(stages)}
-    if upsample == "nearest":
-        layers: list[nn.Module] = [nn.Conv2d(latent_channels, width, 3, padding=1), nn.ReLU(inplace=True)]
-        for _ in range(depth):
-            layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True)]
-        n_in = width
-        for n_out in stages:
-            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(n_in, n_out, 3, padding=1),
-                       nn.ReLU(inplace=True)]
-            n_in = n_out
-        layers.append(nn.Conv2d(n_in, 3, 3, padding=1))
-        return Previewer("upsampler", latent_channels, nn.Sequential(*layers), scale=scale, args=args,
-                         memory_format=torch.channels_last)
+
+
+def shuffle_body(latent_channels: int, width: int, depth: int, stages: tuple[int, ...], activation: str,
+                 refine: tuple[int, ...]) -> Layers:
+    """The shipped design: conv to `width`, `depth` ResidualBlocks, and per stage a 3x3 conv to 4·width at the
+    current resolution followed by a pixel shuffle (learned sub-pixel upsampling: the conv runs at the lower
+    resolution). Replicate padding throughout, so the input normalisation folds into the first conv. The activation
+    follows every conv but the last; refine (one count per stage) adds that many 3x3 convs, each followed by the
+    activation, at the stage's width and output resolution: capacity where the detail of the image forms."""
     act = ACTIVATIONS[activation]
     layers = [InputConv(latent_channels, width, 3, padding=1, padding_mode="replicate"), act()]
     layers += [ResidualBlock(width, activation) for _ in range(depth)]
@@ -308,15 +320,23 @@ def upsampler(latent_channels: int, width: int = 64, depth: int = 2, stages: tup
             layers += [nn.Conv2d(n_out, n_out, 3, padding=1, padding_mode="replicate"), act()]
         n_in = n_out
     layers.append(nn.Conv2d(n_in, 3, 3, padding=1, padding_mode="replicate"))
-    body = Layers(*layers)
-    args["upsample"] = upsample
-    if activation != "relu":  # stored only when set, so the args of files written before it stay as they were
-        args["activation"] = activation
-    if any(refine):  # likewise
-        args["refine"] = list(refine)
-    if base:
-        body, args["base"] = Residual(linear_base(latent_channels, base), body, scale=scale), base
-    return Previewer("upsampler", latent_channels, body, scale=scale, args=args, memory_format=torch.channels_last)
+    return Layers(*layers)
+
+
+def nearest_body(latent_channels: int, width: int, depth: int, stages: tuple[int, ...]) -> nn.Sequential:
+    """The first design: conv to `width`, `depth` more 3x3 convs, per stage a nearest 2x upsample and a 3x3 conv;
+    ReLU after every conv but the last. Zero padding, so the normalisation stays a separate step (it would not
+    fold exactly)."""
+    layers: list[nn.Module] = [nn.Conv2d(latent_channels, width, 3, padding=1), nn.ReLU(inplace=True)]
+    for _ in range(depth):
+        layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU(inplace=True)]
+    n_in = width
+    for n_out in stages:
+        layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(n_in, n_out, 3, padding=1),
+                   nn.ReLU(inplace=True)]
+        n_in = n_out
+    layers.append(nn.Conv2d(n_in, 3, 3, padding=1))
+    return nn.Sequential(*layers)
 
 
 BUILDERS = {"linear": linear, "affine": affine, "quadratic": quadratic, "mlp": mlp, "conv": conv, "upsampler": upsampler}

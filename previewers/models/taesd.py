@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 from safetensors.torch import load_file
 
+from previewers.models.card import WeightCard
 from previewers.models.families import Previewer
 from previewers.models.spaces import SPACES
 
@@ -21,7 +22,7 @@ WIDTH = 64  # channels of every hidden layer
 POOL_WIDTH = 256  # hidden channels of the pooled blocks' GroupNorm branch
 
 
-def conv(n_in: int, n_out: int, **kwargs) -> nn.Conv2d:
+def conv3x3(n_in: int, n_out: int, **kwargs) -> nn.Conv2d:
     return nn.Conv2d(n_in, n_out, 3, padding=1, **kwargs)
 
 
@@ -49,7 +50,7 @@ class Block(nn.Module):
         super().__init__()
         if pooled:
             self.pool = pool(n_in)
-        self.conv = nn.Sequential(conv(n_in, n_out), nn.ReLU(), conv(n_out, n_out), nn.ReLU(), conv(n_out, n_out))
+        self.conv = nn.Sequential(conv3x3(n_in, n_out), nn.ReLU(), conv3x3(n_out, n_out), nn.ReLU(), conv3x3(n_out, n_out))
         self.skip = nn.Conv2d(n_in, n_out, 1, bias=False) if n_in != n_out else nn.Identity()
         self.fuse = nn.ReLU()
 
@@ -66,26 +67,26 @@ def blocks(n: int, pooled: bool = False) -> list[nn.Module]:
 def decoder(latent_channels: int, pooled: bool = False) -> nn.Sequential:
     """(B, C, h, w) latents → (B, 3, 8h, 8w) RGB, approximately in [0, 1]."""
     def up() -> list[nn.Module]:
-        return [nn.Upsample(scale_factor=2), conv(WIDTH, WIDTH, bias=False)]
+        return [nn.Upsample(scale_factor=2), conv3x3(WIDTH, WIDTH, bias=False)]
 
     return nn.Sequential(
-        Clamp(), conv(latent_channels, WIDTH), nn.ReLU(),
+        Clamp(), conv3x3(latent_channels, WIDTH), nn.ReLU(),
         *blocks(3, pooled), *up(),
         *blocks(3), *up(),
         *blocks(3), *up(),
-        *blocks(1), conv(WIDTH, 3),
+        *blocks(1), conv3x3(WIDTH, 3),
     )
 
 
 def encoder(latent_channels: int, pooled: bool = False) -> nn.Sequential:
     """(B, 3, H, W) RGB in [0, 1] → (B, C, H/8, W/8) latents."""
     def down(pooled_blocks: bool = False) -> list[nn.Module]:
-        return [conv(WIDTH, WIDTH, stride=2, bias=False), *blocks(3, pooled_blocks)]
+        return [conv3x3(WIDTH, WIDTH, stride=2, bias=False), *blocks(3, pooled_blocks)]
 
     return nn.Sequential(
-        conv(3, WIDTH), *blocks(1),
+        conv3x3(3, WIDTH), *blocks(1),
         *down(), *down(), *down(pooled),
-        conv(WIDTH, latent_channels),
+        conv3x3(WIDTH, latent_channels),
     )
 
 
@@ -137,15 +138,15 @@ def detect(state: dict[str, torch.Tensor]) -> tuple[str, int, bool]:
     return role, int(channels), pooled
 
 
-def load(path) -> tuple[nn.Sequential, str]:
+def load_model_and_role(path) -> tuple[nn.Sequential, str]:
     """Load a TAESD encoder or decoder file → (float32 model in eval mode, "encoder" | "decoder").
 
     The role, channel count and pooled variant come from the state dict, never the file name.
     """
-    return from_state_dict(read_state_dict(path), path)
+    return model_and_role(read_state_dict(path), path)
 
 
-def from_state_dict(state: dict[str, torch.Tensor], where) -> tuple[nn.Sequential, str]:
+def model_and_role(state: dict[str, torch.Tensor], where) -> tuple[nn.Sequential, str]:
     """(float32 model in eval mode, role) rebuilt from a TAESD state dict; errors name `where`."""
     try:
         role, channels, pooled = detect(state)
@@ -179,7 +180,7 @@ def previewer(model: nn.Sequential, source: str, in_scale: float = 1.0, in_shift
     """A TAESD-family decoder as a Previewer: denoiser latents (B, C, h, w) → RGB (B, 3, 8h, 8w) in [0, 1].
 
     The decoder sees `latents * in_scale + in_shift` (identity for TAESD's own files, which take
-    denoiser latents). `meta["space"]` is set only where the channel count and variant name one space.
+    denoiser latents). Its card's `space` is set only where the channel count and variant name one space.
     """
     channels = model[1].in_channels
     pooled = any(hasattr(m, "pool") for m in model)
@@ -189,16 +190,15 @@ def previewer(model: nn.Sequential, source: str, in_scale: float = 1.0, in_shift
                   args={"pooled": pooled}, memory_format=torch.channels_last)
     p.in_scale.fill_(in_scale)
     p.in_shift.fill_(in_shift)
-    p.meta = {"family": "taesd", "variant": "taef2 (pooled)" if pooled else "taesd", "source": source,
-              "latent_channels": channels, "scale": p.scale, "spaces": spaces,
-              "teacher": "/".join(SPACES[s].teacher for s in spaces) or "unknown",
-              **({"space": spaces[0]} if len(spaces) == 1 else {})}
+    p.meta = WeightCard.of(p, spaces=spaces, space=spaces[0] if len(spaces) == 1 else None,
+                           teacher="/".join(SPACES[s].teacher for s in spaces) or "unknown",
+                           variant="taef2 (pooled)" if pooled else "taesd", source=source).to_dict()
     return p.eval().requires_grad_(False)
 
 
 def load_previewer(path) -> Previewer:
     """A TAESD-family decoder file (.safetensors, or .pth/.pt loaded with weights_only) as a Previewer."""
-    model, role = load(path)
+    model, role = load_model_and_role(path)
     if role != "decoder":
         raise ValueError(f"{path}: is a TAESD encoder (images to latents); a previewer needs the decoder file "
                          f"(e.g. {Path(path).name.replace('encoder', 'decoder')})")
@@ -213,7 +213,7 @@ def from_autoencoder_tiny(vae: nn.Module) -> Previewer:
     for key, value in vae.decoder.layers.state_dict().items():
         index, rest = key.split(".", 1)
         state[f"{int(index) + 1}.{rest}"] = value
-    model, _ = from_state_dict(state, f"{type(vae).__name__}'s decoder")
+    model, _ = model_and_role(state, f"{type(vae).__name__}'s decoder")
     config = vae.config
     return previewer(model, source=f"diffusers {type(vae).__name__}", in_scale=1 / float(config.scaling_factor),
                      in_shift=float(config.get("shift_factor") or 0.0))

@@ -1,8 +1,8 @@
 """Self-describing weight files: safetensors whose string metadata carries the whole config.
 
-Metadata key "latent_preview" holds one JSON object: format_version, family, latent_channels,
-args (the family's constructor arguments), scale, plus whatever the caller adds (space, teacher,
-recipe, metrics, ...). One file rebuilds the model with no other input.
+Metadata key "latent_preview" holds one JSON object, the file's weight card (previewers/models/card.py):
+format_version, family, latent_channels, args (the family's constructor arguments), scale, and what the fitter
+recorded (space, teacher, recipe, metrics, ...). One file rebuilds the model with no other input.
 """
 
 import json
@@ -12,10 +12,11 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file as read_tensors
 from safetensors.torch import save_file
 
+from previewers.files import atomic_write
+from previewers.models.card import WeightCard
 from previewers.models.families import FAMILIES, Previewer, build
 
 METADATA_KEY = "latent_preview"
-FORMAT_VERSION = 1
 
 
 def save(previewer: Previewer, path, **meta) -> Path:
@@ -24,26 +25,16 @@ def save(previewer: Previewer, path, **meta) -> Path:
         raise ValueError(f"a {previewer.family} previewer has no latent-preview weight file; keep its own file "
                          "(previewers.load reads it)")
     path = Path(path)
-    config = {
-        **previewer.meta,
-        **meta,
-        "format_version": FORMAT_VERSION,
-        "family": previewer.family,
-        "latent_channels": previewer.latent_channels,
-        "args": previewer.args,
-        "scale": previewer.scale,
-    }
+    config = WeightCard.of(previewer, **meta).to_dict()  # checked before anything is written
     tensors = {k: v.detach().contiguous().cpu() for k, v in previewer.state_dict().items()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(config, sort_keys=True)})
-    tmp.replace(path)  # never leave a half-written weight file under the real name
+    with atomic_write(path) as tmp:  # never a half-written weight file under the real name
+        save_file(tensors, tmp, metadata={METADATA_KEY: json.dumps(config, sort_keys=True)})
     previewer.meta = config
     return path
 
 
-def read_config(path) -> dict:
-    """The JSON config of a weight file, without loading tensors. ValueError if it is not ours."""
+def read_card(path) -> WeightCard:
+    """The weight card of a weight file, without loading tensors. ValueError if it is not ours."""
     path = Path(path)
     header = read_header(path)
     if not is_weight_file(header):
@@ -52,13 +43,7 @@ def read_config(path) -> dict:
         config = json.loads(header["__metadata__"][METADATA_KEY])
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: corrupt latent-preview metadata ({e})") from None
-    version = config.get("format_version")
-    if version != FORMAT_VERSION:
-        raise ValueError(f"{path}: unsupported weight file format version {version!r} (this version reads {FORMAT_VERSION})")
-    for key in ("family", "latent_channels", "args", "scale"):
-        if key not in config:
-            raise ValueError(f"{path}: latent-preview metadata lacks {key!r}")
-    return config
+    return WeightCard.from_dict(config, str(path))
 
 
 def read_header(path) -> dict:
@@ -100,8 +85,8 @@ def _safetensors_header(f, path: Path) -> dict:
 def load_file(path) -> Previewer:
     """Rebuild a previewer from one weight file; ValueError for anything that is not a valid one."""
     path = Path(path)
-    config = read_config(path)
-    previewer = build(config["family"], config["latent_channels"], **config["args"])
+    card = read_card(path)
+    previewer = build(card.family, card.latent_channels, **card.args)
     try:
         tensors = read_tensors(path)
     except (SafetensorError, OSError) as e:
@@ -109,12 +94,12 @@ def load_file(path) -> Previewer:
     expected = previewer.state_dict()
     if set(tensors) != set(expected):
         missing, extra = sorted(set(expected) - set(tensors)), sorted(set(tensors) - set(expected))
-        raise ValueError(f"{path}: tensors do not match family {config['family']!r} (missing {missing}, unexpected {extra})")
+        raise ValueError(f"{path}: tensors do not match family {card.family!r} (missing {missing}, unexpected {extra})")
     for name, t in tensors.items():
         if t.shape != expected[name].shape:
             raise ValueError(f"{path}: tensor {name!r} has shape {tuple(t.shape)}, expected {tuple(expected[name].shape)}")
     dtype = next(iter(tensors.values())).dtype
     previewer.to(dtype).load_state_dict(tensors)
-    previewer.meta = config
+    previewer.meta = card.to_dict()
     return previewer.eval().requires_grad_(False)
 

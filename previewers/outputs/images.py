@@ -1,11 +1,11 @@
 """RGB tensors to image files."""
 
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from PIL import Image
+
+from previewers.files import atomic_write
 
 # file extension → Pillow format name, for every image file the tools write
 IMAGE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".webp": "WEBP", ".bmp": "BMP", ".gif": "GIF",
@@ -35,15 +35,9 @@ def resize(rgb: torch.Tensor, size: int, mode: str = "nearest") -> torch.Tensor:
 
 
 def save_atomic(image: Image.Image, path, **params) -> Path:
-    """Write `image` under a temporary name in the same folder, then rename it into place, so a reader
-    (or an interrupted run) never sees a half-written file."""
+    """Write `image` whole (previewers.files.atomic_write: a reader, or an interrupted run, never sees a
+    half-written file), in the format `path`'s extension names unless `format` is given."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            image.save(f, format=params.pop("format", None) or image_format(path), **params)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as tmp:
+        image.save(tmp, format=params.pop("format", None) or image_format(path), **params)
     return path

@@ -11,83 +11,22 @@ previewer itself: conversion runs on the latents' device and files are written b
 thread (previewers/outputs/writer.py). A failing preview warns once and never breaks the run.
 """
 
-import os
 import time
-import warnings
 
 import torch
 
-from previewers.models.families import Previewer, affine
-from previewers.models.registry import available, load
-from previewers.models.spaces import SPACES
+from previewers.models.families import Previewer
 from previewers.outputs.images import resize, to_uint8
 from previewers.outputs.writer import PreviewWriter
 from previewers.pipelines.latents import PipelineLatents, bind
 from previewers.pipelines.modular import add_preview_steps, is_modular, remove_preview_steps
 from previewers.pipelines.nonfinite import NonFiniteWatch
+from previewers.pipelines.resolve import resolve_previewer
 from previewers.pipelines.vae_decode import VaePreview
 from previewers.pipelines.x0 import Source, make_source
 
-# previewer="auto" takes the first family shipped for the space: latent-resolution families
-# first (cheap at every step; `size=` upscales for display), then the 8x upsampler.
-AUTO_FAMILIES = ("conv", "affine", "mlp", "quadratic", "linear", "upsampler")
-UPSAMPLER_MARGIN = 1.0  # dB above the ceiling: visibly more detail than any upscaled latent-resolution preview
 RESAMPLE = ("nearest", "bilinear")
 FRAMES = ("all", "first")
-
-
-def auto_previewer(space: str, names: list[str] | None = None, families: tuple[str, ...] = AUTO_FAMILIES,
-                   metrics: dict | None = None, factor: int = 8) -> str:
-    """Registry name of the preferred shipped previewer for `space` among `families`, in their order
-    (plain names before variants). `factor`: the pipeline's pixels per latent; the 8x upsampler is left out for
-    decoders of another compression (a tiny test VAE's latents are the space's, but its images are not 8x).
-
-    The space's upsampler replaces the latent-resolution pick where its held-out metrics (`metrics`: name →
-    the file's meta["metrics"]; read from the shipped files when None) say it is the better preview at its cost:
-    full-resolution PSNR at least UPSAMPLER_MARGIN dB above the ceiling of any upscaled latent-resolution preview,
-    pooled PSNR no more than 0.5 dB below the latent-resolution pick's, and at least 10x cheaper than the teacher."""
-    names = available() if names is None else names
-    picks = []
-    for family in families:
-        if family == "upsampler" and factor != 8:
-            continue
-        base = f"{space}-{family}"
-        matches = [n for n in names if n == base] or sorted(n for n in names if n.startswith(base + "-"))
-        picks += matches[:1]
-    if not picks:
-        kind = "" if families == AUTO_FAMILIES else "/".join(families) + " "
-        raise ValueError(
-            f"no shipped {kind}previewer for latent space {space!r} (shipped: {', '.join(names) or 'none'}); "
-            "fit one with `latent-preview fit` and pass previewer=PATH"
-        )
-    upsampler, first = next((n for n in picks if n.split("-")[1] == "upsampler"), None), picks[0]
-    if upsampler is None or upsampler == first:
-        return first
-    if metrics is None:
-        from previewers.models.registry import weights_dir
-        from previewers.models.weightfile import read_config
-
-        metrics = {n: read_config(weights_dir() / f"{n}.safetensors").get("metrics") or {} for n in (first, upsampler)}
-    up, latent = metrics.get(upsampler) or {}, metrics.get(first) or {}
-    full = up.get("full_res")
-    if not full or "clean" not in latent:
-        return first  # files from before the full-resolution comparison: no evidence for the upsampler
-    better = (up["clean"]["psnr"] >= full["ceiling"]["clean"]["psnr"] + UPSAMPLER_MARGIN
-              and full["pooled"]["clean"]["psnr"] >= latent["clean"]["psnr"] - 0.5
-              and up["ms_per_64x64"] * 10 <= full["ceiling"]["teacher_ms"])
-    return upsampler if better else first
-
-
-def pixel_previewer() -> Previewer:
-    """Pixel-space pipelines (DeepFloyd IF, pixel DiTs): their latents are the RGB image in [-1, 1], so the
-    preview is (x + 1) / 2, an affine map."""
-    previewer = affine(3)
-    with torch.no_grad():
-        previewer.body.weight.copy_(torch.eye(3).view(3, 3, 1, 1) / 2)
-        previewer.body.bias.fill_(0.5)
-    previewer.meta = {"family": "affine", "space": "pixels", "latent_channels": 3, "scale": 1,
-                      "teacher": "none: the latents are pixels in [-1, 1]"}
-    return previewer
 
 
 class PreviewCallback:
@@ -147,19 +86,18 @@ class PreviewCallback:
         self.closed = False  # close() was called: the next step 0 starts a new run
 
     @classmethod
-    def for_pipeline(cls, pipe, previewer="auto", every: int = 1, out_dir=None, on_preview=None, source: str = "auto",
-                     space: str | None = None, height: int | None = None, width: int | None = None,
-                     size: int | None = None, resample: str = "nearest", animation: str | None = "gif",
-                     sheet: bool = True, keep: bool = False, frames: str = "all",
-                     progress: bool = True) -> "PreviewCallback":
+    def for_pipeline(cls, pipe, previewer="auto", source: str = "auto", space: str | None = None,
+                     height: int | None = None, width: int | None = None, progress: bool = True,
+                     **options) -> "PreviewCallback":
         """A callback for `pipe`, a diffusers pipeline (classic or Modular) that decodes latents with a VAE-like
         decoder, or works on pixels. Its latent convention is derived from the decoder and the pipeline's attributes
         (previewers/pipelines/conventions.py); for a modular pipeline a preview step is added to each of its denoising loops.
 
         previewer: "auto" (the preferred shipped previewer when the pipeline's decoder has a shipped space's config,
           else one fitted against the decoder on first use and cached on disk), "fit" (refit that one), "vae" (the
-          pipeline's own decoder, decoding exactly as the pipeline does), a registry name, a .safetensors path, a
-          TAESD-family decoder file (.safetensors/.pth), a diffusers AutoencoderTiny, or a loaded Previewer.
+          pipeline's own decoder, decoding exactly as the pipeline does), a family name (the one shipped for the
+          space), a registry name, a .safetensors path, a TAESD-family decoder file (.safetensors/.pth), a diffusers
+          AutoencoderTiny, or a loaded Previewer (previewers/pipelines/resolve.py).
         source: "auto" (x0 where it is exact for the scheduler, else latents), "x0", "latents"; see
           previewers/pipelines/x0.py for what each scheduler gives. Build the callback after choosing the scheduler.
         space: the shipped latent space (sd1, sdxl, sd3, flux1, flux2) the latents are in, for a decoder whose
@@ -167,47 +105,13 @@ class PreviewCallback:
         height, width: the image size in pixels the pipeline runs at; pipelines holding packed tokens (FLUX, Qwen-Image,
           LTX-Video, ...) hand over tokens that do not carry it (default: the pipeline's default size, or the one
           square size the token count fits). Modular pipelines state it at every step.
-        frames: "all" or "first" latent frames of video latents in each step preview.
         progress: show the progress of a fit on first use.
-        Other arguments: see the class docstring.
+        options: the constructor's every, out_dir, on_preview, size, resample, animation, sheet, keep and frames
+          (see the class docstring).
         """
         latents = bind(pipe, height, width, space)
-        convention = latents.convention
-        if convention.decoder is None and isinstance(previewer, str) and previewer in ("auto", "fit", "vae"):
-            previewer = pixel_previewer()
-        elif isinstance(previewer, str) and previewer == "auto" and convention.space is not None:
-            previewer = auto_previewer(convention.space, factor=convention.spatial)
-        elif isinstance(previewer, str) and previewer in ("auto", "fit"):
-            from previewers.first_use.fit import fitted_previewer
-
-            try:
-                previewer = fitted_previewer(latents, refit=previewer == "fit", progress=progress)
-            except Exception as e:
-                raise ValueError(f"{type(pipe).__name__}: no shipped previewer takes its {convention.vae_class} latents, "
-                                 f"and fitting one against the VAE failed ({type(e).__name__}: {e}); pass "
-                                 "previewer='vae' (exact, a full decode per preview) or a previewer fitted for it"
-                                 ) from e
-        elif isinstance(previewer, str) and previewer == "vae":
-            previewer = VaePreview(latents)
-        name = f"previewer {str(previewer)!r}" if isinstance(previewer, (str, os.PathLike)) else None
-        if not isinstance(previewer, (Previewer, VaePreview)):
-            previewer = load(previewer)  # also TAESD-family decoder files and a diffusers AutoencoderTiny
-        name = name or f"{previewer.family} previewer"
-        if previewer.latent_channels != convention.channels:
-            raise ValueError(f"{name} takes {previewer.latent_channels}-channel latents, but {type(pipe).__name__}'s "
-                             f"latents have {convention.channels} channels ({convention.name}); pass a previewer for "
-                             "them, or previewer='auto' to fit one")
-        fitted_for = previewer.meta.get("space")
-        if fitted_for is not None and fitted_for != convention.name:
-            warnings.warn(f"latent-preview: {name} was fitted for latent space {fitted_for!r}, but "
-                          f"{type(pipe).__name__}'s latents are in {convention.name!r}"
-                          + ("" if fitted_for not in SPACES or convention.space is not None else
-                             f" (its {convention.vae_class} config differs from {fitted_for}'s)")
-                          + ": its colours will be off; pass previewer='auto' to fit one for this decoder",
-                          stacklevel=2)
-        scheduler = getattr(pipe, "scheduler", None)
-        callback = cls(previewer, make_source(scheduler, source, pipe), latents, every, out_dir, on_preview, size,
-                       resample, animation, sheet, keep, frames)
+        previewer = resolve_previewer(previewer, latents, type(pipe).__name__, progress)
+        callback = cls(previewer, make_source(getattr(pipe, "scheduler", None), source, pipe), latents, **options)
         if is_modular(pipe):
             callback.preview_steps = add_preview_steps(pipe, callback.on_step)
         return callback

@@ -98,10 +98,10 @@ class PipelineLatents:
 
     def affine(self, device, dtype) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel (a, b) with z = x · a + b, shaped (1, C·p², 1, 1)."""
-        conv, vae = self.convention, self.vae
-        n = self.channels * conv.patch**2
+        convention, vae = self.convention, self.vae
+        n = self.channels * convention.patch**2
         scale = float(config_get(vae.config, "scaling_factor") or 1.0) if vae is not None else 1.0
-        kind = conv.normalisation
+        kind = convention.normalisation
         if kind == "batchnorm":
             a = torch.sqrt(vae.bn.running_var + float(config_get(vae.config, "batch_norm_eps")))
             b = vae.bn.running_mean

@@ -8,6 +8,7 @@ pipeline placed it and is never moved or modified, so the pipeline's result does
 
 import torch
 
+from previewers.models.card import WeightCard
 from previewers.pipelines.latents import PipelineLatents
 
 
@@ -20,8 +21,9 @@ class VaePreview(torch.nn.Module):
         self.family = "vae"
         self.latent_channels = latents.channels
         self.scale = latents.factor
-        self.meta = {"family": "vae", "space": latents.convention.name, "latent_channels": latents.channels,
-                     "scale": latents.factor, "teacher": f"{type(latents.vae).__name__} (the pipeline's own VAE)"}
+        self.meta = WeightCard(family="vae", latent_channels=latents.channels, args={}, scale=latents.factor,
+                               space=latents.convention.name,
+                               teacher=f"{type(latents.vae).__name__} (the pipeline's own VAE)").to_dict()
 
     def forward(self, frames: torch.Tensor) -> torch.Tensor:
         return self.latents.decode(frames)

@@ -45,8 +45,8 @@ def run(args) -> int:
 
     from previewers.models.registry import load
     from training.commands.fit import open_teacher
-    from training.data import default_cache_dir
     from training.evaluate import baselines, evaluate, held_out, markdown
+    from training.pair_cache import default_cache_dir
     from training.sheet import write_sheet
 
     names = [n.strip() for n in (args.previewer or "").split(",") if n.strip()]

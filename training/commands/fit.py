@@ -11,6 +11,7 @@ VALIDATION_TILES = 256  # --val-images tiles, spread evenly over the images: a f
 
 
 def add_arguments(parser):
+    from training import day_one
     from training.adam import LOSSES
 
     first_use = parser.add_argument_group("fit on first use")
@@ -25,14 +26,13 @@ def add_arguments(parser):
     first_use.add_argument("--no-net", action="store_true",
                            help="with --pipeline: fit the closed form only (seconds to minutes), no net")
     first_use.add_argument("--net-steps", type=int,
-                           help="with --pipeline: Adam steps of the net (default 5000: within 0.54 dB of the shipped "
-                                "sd1-conv in 15 min on 2 CPU cores; early stopping may end sooner)")
+                           help=f"with --pipeline: Adam steps of the net (default {day_one.STEPS}; early stopping "
+                                "may end sooner)")
     first_use.add_argument("--net-crops", type=int,
-                           help="with --pipeline: training crops the VAE encodes and decodes for the net (default "
-                                "1024; cached per VAE, so a rerun or --resume reuses them)")
+                           help=f"with --pipeline: crops the VAE encodes and decodes for the net (default "
+                                f"{day_one.CROPS}), cached per VAE")
     first_use.add_argument("--net-budget", type=float, metavar="SECONDS",
-                           help="with --pipeline: stop the net's fit (pairs included) after this many seconds, "
-                                "keeping its best state so far")
+                           help="with --pipeline: stop the net's fit (pairs included) after this long, keeping its best")
     teacher = parser.add_argument_group("teacher")
     teacher.add_argument("--teacher",
                          help="decoder to imitate: a TAESD-family decoder file (its _encoder sibling is found "
@@ -185,7 +185,7 @@ def open_teacher(args):
     """(teacher, fingerprint) for --teacher/--encoder/--vae-config, checked against --space."""
     from previewers.models.spaces import get_space
     from training.adam import resolve_device
-    from training.data import fingerprint
+    from training.pair_cache import fingerprint
     from training.teachers import load_teacher
 
     space = get_space(args.space)
@@ -224,7 +224,9 @@ def run(args) -> int:
         previewer, cached = fit_pipeline_folder(args.pipeline, args.device, args.space, args.out, net=not args.no_net,
                                                 net_steps=args.net_steps, net_crops=args.net_crops,
                                                 budget_s=args.net_budget, resume=args.resume)
-        print(f"cached {cached} ({previewer.family}, held-out PSNR {previewer.meta['metrics']['clean']['psnr']:.2f} dB)"
+        from previewers.models.card import WeightCard
+
+        print(f"cached {cached} ({previewer.family}, held-out PSNR {WeightCard.of(previewer).metrics.clean.psnr:.2f} dB)"
               + (f" and wrote {args.out}" if args.out else ""))
         return 0
     for flag, value in (("--no-net", args.no_net), ("--net-steps", args.net_steps), ("--net-crops", args.net_crops),
@@ -255,8 +257,10 @@ def fit_all(args, world) -> int:
     from previewers.models.spaces import get_space
     from previewers.models.weightfile import save
     from training.adam import Training
-    from training.data import Crops, default_cache_dir, make_pairs
+    from training.crops import Crops
+    from training.data import make_pairs
     from training.fit import build_for, fit
+    from training.pair_cache import default_cache_dir
 
     families = parse_families(args.family)
     arguments = family_args(args.args, families)
