@@ -79,7 +79,7 @@ def space_data(name: str, count: int | None, val_images: tuple[str, ...] = ()):
     space = get_space(name)
     teacher, teacher_id, cache, data = teacher_and_kodak24(space.teacher, count)
     images = SHARED / "data" / "train"
-    pairs = make_pairs(teacher, space.kind, images=images, exclude=val_images, crops=Crops(**CROPS), noise_mix=0.5,
+    pairs = make_pairs(teacher, space.noise, images=images, exclude=val_images, crops=Crops(**CROPS), noise_mix=0.5,
                        cache_dir=cache, teacher_id=teacher_id)
     validation = (validation_pairs(validation_tiles(teacher, images, val_images, CROPS["size"], cache, teacher_id))
                   if val_images else None)

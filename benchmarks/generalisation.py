@@ -63,7 +63,7 @@ def measure(name: str, count: int | None) -> dict:
     data, space = recipe["data"], get_space(previewer.meta["space"])
     teacher, teacher_id, cache, kodak = teacher_and_kodak24(previewer.meta["teacher"], count)
     images = SHARED / "data" / "train"
-    pairs = make_pairs(teacher, space.kind, images=images, exclude=tuple(data.get("excluded", ())),
+    pairs = make_pairs(teacher, space.noise, images=images, exclude=tuple(data.get("excluded", ())),
                        crops=Crops(**data["crops"]), noise_mix=data["noise_mix"], cache_dir=cache,
                        teacher_id=teacher_id)
 

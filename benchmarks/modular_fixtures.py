@@ -3,14 +3,14 @@
     pipe, kwargs = build_tiny_modular("flux2")
     state = pipe(**kwargs)                     # a PipelineState; pipe(**kwargs, output="images") for the images
 
-Each builder takes the family's auto blocks, drops the blocks that need text encoders / prompt upsamplers /
+Each builder takes the model's auto blocks, drops the blocks that need text encoders / prompt upsamplers /
 image encoders (the call passes random prompt embeddings instead), creates the pipeline with `init_pipeline()` and
 sets tiny random components with `update_components()`. Latent channel counts and VAE scale factors follow the real
 models where that stays cheap (FLUX.2: 32 channels, 128 packed, 8x; SDXL: 4 channels, 8x; Wan: 16 channels, 8x
 spatial, 4x temporal). `no_decode=True` also drops the decode block, so `pipe(**kwargs, output="latents")` returns
 the denoising loop's final latents. 2 steps each, a second or less on CPU.
 
-FAMILIES lists the names `build_tiny_modular` knows.
+MODELS lists the names `build_tiny_modular` knows.
 """
 
 import torch
@@ -223,11 +223,11 @@ def flux3(no_decode: bool = False):
 
 BUILDERS = {"flux2": flux2, "flux3": flux3, "wan": wan, "ltx": ltx, "sdxl": sdxl, "qwenimage": qwenimage,
             "z_image": z_image}
-FAMILIES = tuple(BUILDERS)
+MODELS = tuple(BUILDERS)
 
 
 def build_tiny_modular(name: str, no_decode: bool = False):
-    """(pipe, call kwargs) of a tiny random modular pipeline of family `name` (see FAMILIES)."""
+    """(pipe, call kwargs) of a tiny random modular pipeline of model `name` (see MODELS)."""
     if name not in BUILDERS:
-        raise ValueError(f"no tiny modular pipeline {name!r}; known: {', '.join(FAMILIES)}")
+        raise ValueError(f"no tiny modular pipeline {name!r}; known: {', '.join(MODELS)}")
     return BUILDERS[name](no_decode=no_decode)

@@ -669,11 +669,11 @@ def _reseeded(kwargs: dict) -> dict:
 
 
 def modular_fixtures():
-    """(label, build, inputs) of the tiny modular pipelines of benchmarks/modular_fixtures.py (one per FAMILIES)."""
-    from benchmarks.modular_fixtures import FAMILIES
+    """(label, build, inputs) of the tiny modular pipelines of benchmarks/modular_fixtures.py (one per MODELS)."""
+    from benchmarks.modular_fixtures import MODELS
     from benchmarks.modular_fixtures import build_tiny_modular as builder
 
-    names = list(FAMILIES)
+    names = list(MODELS)
     items = []
     for name in names:
         cache = {}
@@ -799,7 +799,7 @@ README_BEGIN = "<!-- pipelines table: python -m benchmarks.pipelines --readme RE
 README_END = "<!-- /pipelines table -->"
 
 
-def family_of(fixture: str) -> str:
+def folder_of(fixture: str) -> str:
     """The diffusers folder a fixture tests ("stable_diffusion_xl", "modular flux2", ...)."""
     return fixture.split(".", 1)[0].replace(":", " ") if "." in fixture else fixture.split(":", 1)[0]
 
@@ -816,19 +816,19 @@ def readme_table(results: list[Result], broken: dict, source: str) -> str:
              "config, which is SD 1.x's: hence sd1), else one fitted on first use against the pipeline's VAE.", "",
              "| diffusers folder | pipeline classes | served | previewer for \"auto\" | not served: why |",
              "|---|---|---|---|---|"]
-    by_family = defaultdict(list)
+    by_folder = defaultdict(list)
     for r in results:
         if r.status not in ("does not run here", "no step API", "not an image pipeline"):
-            by_family[family_of(r.fixture)].append(r)
-    for family in sorted(by_family):
-        rs = by_family[family]
+            by_folder[folder_of(r.fixture)].append(r)
+    for folder in sorted(by_folder):
+        rs = by_folder[folder]
         classes = sorted({r.pipeline for r in rs})
         spaces = sorted({"fitted" if r.previewer.endswith("(fitted)") else
                          f"{r.space.split(' (')[0]}-{r.previewer}".replace("pixels-affine", "pixels (x + 1) / 2")
                          for r in rs if r.space})
         why = sorted({f"{r.pipeline}: {r.reason[:120]}" for r in rs if r.status != "served"})
         served = sum(r.status == "served" for r in rs)
-        lines.append(f"| {cell(family)} | {cell(', '.join(classes))} | {served}/{len(rs)} | "
+        lines.append(f"| {cell(folder)} | {cell(', '.join(classes))} | {served}/{len(rs)} | "
                      f"{cell(', '.join(spaces) or '—')} | {cell('; '.join(why))} |")
     for status, words in (("no step API", "No step API at all (out of scope)"),
                           ("not an image pipeline", "Not image pipelines (priors, audio; out of scope)")):

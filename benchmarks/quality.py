@@ -70,8 +70,6 @@ def measure(space: str, count: int | None):
 
 
 def summary(results: dict) -> str:
-    from training.full_res import pooled_name, upscaled_source
-
     lines = [
         "| space | best published table | best peer | our affine | our best latent-res | target (clean dB) | full-res previewers "
         "(full res / pooled) | best latent-res, bicubic up | ceiling |",
@@ -89,22 +87,23 @@ def summary(results: dict) -> str:
 
     for space, (rows, _) in results.items():
         by_name = {r.name: r for r in rows}
+        pooled = {r.shows: r for r in rows if r.kind == "pooled"}  # previewer name → its output pooled to latent res
         # latent resolution throughout: a peer above it (A1111's Approx NN, 2x) by its output pooled to it
-        peers = [by_name.get(pooled_name(r.name), r) if r.scale > 1 else r for r in rows if r.kind == "peer"]
+        peers = [pooled.get(r.name, r) if r.scale > 1 else r for r in rows if r.kind == "peer"]
         table, peer = best(rows, {"table"}), max(peers, key=lambda r: r.clean["psnr"], default=None)
         affine = next((r for r in rows if r.name == f"{space}-affine"), None)
         ours = best([r for r in rows if r.scale == 1], {"linear", "affine", "quadratic", "mlp", "conv"})
         # source name → its bicubic upscale to full resolution (training.full_res.comparison)
-        upscales = {upscaled_source(r.name): r for r in rows if r.kind == "bicubic upscale"}
+        upscales = {r.shows: r for r in rows if r.kind == "bicubic upscale"}
         full = [r for r in rows if r.scale > 1 and r.kind not in ("bicubic upscale", "ceiling")]
 
         def full_res(r):  # a previewer below full resolution (2x) is shown, and scored, bicubic-upscaled
             shown = upscales.get(r.name, r)
             label = r.name if shown is r else f"{r.name} at {r.scale}x, bicubic ×{shown.scale // r.scale}"
             return (f"{shown.clean['psnr']:.2f} dB, SSIM {shown.clean['ssim']:.3f} / "
-                    f"{by_name[pooled_name(r.name)].clean['psnr']:.2f} ({label}, {r.ms:.2f} ms)")
+                    f"{pooled[r.name].clean['psnr']:.2f} ({label}, {r.ms:.2f} ms)")
 
-        full_cell = "; ".join(full_res(r) for r in full if pooled_name(r.name) in by_name) or "—"
+        full_cell = "; ".join(full_res(r) for r in full if r.name in pooled) or "—"
         upscaled = next((u for name, u in upscales.items() if by_name[name].scale == 1), None)
         ceiling = next((r for r in rows if r.kind == "ceiling"), None)
         bar = max([TARGETS[space]] + [r.clean["psnr"] + 0.5 for r in (table, peer) if r is not None])

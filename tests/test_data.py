@@ -57,7 +57,7 @@ def test_noise_follows_the_schedules():
     assert abs(flow.mean().item() - 0.5) < 0.1
     ddpm = trajectory_noise(z, "ddpm", g)
     assert ddpm.shape == z.shape and not torch.equal(ddpm, flow)
-    with pytest.raises(ValueError, match="unknown noise kind"):
+    with pytest.raises(ValueError, match="unknown noising trajectory"):
         trajectory_noise(z, "edm", g)
     torch.testing.assert_close(eval_noise(z, torch.Generator().manual_seed(1)),
                                0.5 * z + 0.5 * torch.randn(z.shape, generator=torch.Generator().manual_seed(1)))

@@ -140,6 +140,9 @@ def test_full_res_comparison_rows_put_a_full_res_previewer_in_context():
     assert set(extra) == {"up, pooled", "half, pooled", "half, bicubic ×4", "aff, bicubic ×8", CEILING}
     assert extra["up, pooled"].scale == 1 and extra["aff, bicubic ×8"].scale == 8
     assert extra["half, bicubic ×4"].scale == 8  # scored against the full-resolution decode
+    assert {name: r.shows for name, r in extra.items()} == {"up, pooled": "up", "half, pooled": "half",
+                                                           "half, bicubic ×4": "half", "aff, bicubic ×8": "aff",
+                                                           CEILING: None}
     assert extra[CEILING].clean["psnr"] > extra["aff, bicubic ×8"].clean["psnr"] + 3
     assert comparison([r for r in rows if r.name == "aff"], modules, Teacher(), data, progress=False) == []
 
@@ -148,12 +151,13 @@ def test_quality_summary_puts_full_res_previewers_beside_the_upscale_and_the_cei
     from benchmarks.quality import summary
     from training.evaluate import Row
 
-    def row(name, kind, scale, psnr):
+    def row(name, kind, scale, psnr, shows=None):
         m = {"psnr": psnr, "ssim": 0.8, "ciede2000": 3.0}
-        return Row(name, kind, scale, 10, m, m, 1.0)
+        return Row(name, kind, scale, 10, m, m, 1.0, shows)
 
     rows = [row("sd1-conv", "conv", 1, 29.0), row("sd1-upsampler", "upsampler", 8, 27.5),
-            row("sd1-upsampler, pooled", "pooled", 1, 28.9), row("sd1-conv, bicubic ×8", "bicubic upscale", 8, 23.1),
+            row("sd1-upsampler, pooled", "pooled", 1, 28.9, "sd1-upsampler"),
+            row("sd1-conv, bicubic ×8", "bicubic upscale", 8, 23.1, "sd1-conv"),
             row("ceiling: teacher pooled, bicubic back", "ceiling", 8, 23.6)]
     line = summary({"sd1": (rows, "")}).splitlines()[-1]
     assert "27.50 dB, SSIM 0.800 / 28.90 (sd1-upsampler" in line
@@ -161,8 +165,8 @@ def test_quality_summary_puts_full_res_previewers_beside_the_upscale_and_the_cei
     assert "29.00 / 29.00 (sd1-conv" in line  # the pooled upsampler is not a latent-res previewer
 
     # a 2x previewer's own row is against the decode pooled to 2x: the full-res cell shows its bicubic upscale
-    rows += [row("approx", "peer", 2, 30.0), row("approx, pooled", "pooled", 1, 28.0),
-             row("approx, bicubic ×4", "bicubic upscale", 8, 24.0)]
+    rows += [row("approx", "peer", 2, 30.0), row("approx, pooled", "pooled", 1, 28.0, "approx"),
+             row("approx, bicubic ×4", "bicubic upscale", 8, 24.0, "approx")]
     line = summary({"sd1": (rows, "")}).splitlines()[-1]
     assert "24.00 dB, SSIM 0.800 / 28.00 (approx at 2x, bicubic ×4" in line and "30.00 dB" not in line
     assert "23.10 / 23.10 (sd1-conv, bicubic ×8)" in line

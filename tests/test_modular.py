@@ -22,7 +22,7 @@ from previewers.pipelines.modular import (  # noqa: E402
 )
 
 # FLUX.2's VAE (flux2, flux3), video pipelines (wan, ltx), and more
-FAMILIES = {"flux2": "images", "wan": "videos", "sdxl": "images", "flux3": "images", "ltx": "videos",
+OUTPUTS = {"flux2": "images", "wan": "videos", "sdxl": "images", "flux3": "images", "ltx": "videos",
             "qwenimage": "images", "z_image": "images"}
 
 
@@ -44,10 +44,10 @@ def snapshot(pipe):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("family", FAMILIES)
-def test_preview_steps(family):
-    pipe, kwargs = build_tiny_modular(family)
-    out = FAMILIES[family]
+@pytest.mark.parametrize("model", OUTPUTS)
+def test_preview_steps(model):
+    pipe, kwargs = build_tiny_modular(model)
+    out = OUTPUTS[model]
     reference = pipe(**fresh(kwargs), output=out)
     loops_before, signature = snapshot(pipe), io_signature(pipe._blocks)
 
@@ -83,13 +83,13 @@ def test_preview_steps(family):
     # the latents at the last step are the loop's result: the same pipeline without its decode block returns them
     # (FLUX.2's loop runs on packed tokens (B, h*w, C), Qwen-Image's on 2x2 patches; unpacked after it. LTX's
     # packed latents are also denormalised after the loop, so its final latents are not the loop's: not compared)
-    if family == "ltx":
+    if model == "ltx":
         return
-    plain, _ = build_tiny_modular(family, no_decode=True)
+    plain, _ = build_tiny_modular(model, no_decode=True)
     final = plain(**fresh({k: v for k, v in kwargs.items() if k != "output_type"}), output="latents")
-    if family == "qwenimage":
+    if model == "qwenimage":
         final = plain.pachifier.pack_latents(final)
-    elif family in ("flux2", "flux3"):
+    elif model in ("flux2", "flux3"):
         final = final.flatten(2).transpose(1, 2)
     assert torch.equal(last, final)
 
@@ -166,18 +166,18 @@ def test_import_does_not_need_diffusers():
 # The user's three lines on modular pipelines: FLUX.2's VAE (flux2, flux3 take the shipped flux2-* previewers), a
 # video pipeline (wan), SDXL's blocks, and Qwen-Image's packed tokens with a fitted previewer.
 @pytest.mark.slow
-@pytest.mark.parametrize("family", ["flux2", "flux3", "wan", "sdxl", "qwenimage"])
-def test_for_pipeline_previews_every_step_of_a_modular_pipeline(family, tmp_path, monkeypatch):
+@pytest.mark.parametrize("model", ["flux2", "flux3", "wan", "sdxl", "qwenimage"])
+def test_for_pipeline_previews_every_step_of_a_modular_pipeline(model, tmp_path, monkeypatch):
     from previewers import PreviewCallback
 
     monkeypatch.setenv("LATENT_PREVIEW_CACHE", str(tmp_path / "cache"))
-    pipe, kwargs = build_tiny_modular(family)
-    out = FAMILIES[family]
+    pipe, kwargs = build_tiny_modular(model)
+    out = OUTPUTS[model]
     reference = pipe(**fresh(kwargs), output=out)
     loops_before = snapshot(pipe)
 
     cb = PreviewCallback.for_pipeline(pipe, keep=True, source="x0", progress=False)  # sizes come from the loop state
-    if family in ("flux2", "flux3"):
+    if model in ("flux2", "flux3"):
         assert cb.previewer.meta["space"] == "flux2"  # shipped, whatever the pipeline class
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -190,7 +190,7 @@ def test_for_pipeline_previews_every_step_of_a_modular_pipeline(family, tmp_path
 
     # the convention is the pipeline's own decode block: its loop's final latents, converted and decoded by us,
     # give the pipeline's image
-    bare, _ = build_tiny_modular(family, no_decode=True)
+    bare, _ = build_tiny_modular(model, no_decode=True)
     latents = bare(**fresh(kwargs), output="latents")
     size = (kwargs["height"], kwargs["width"])
     decoded = cb.layout.decode(cb.layout.frames(latents, size))  # (B, T, 3, H, W) in [0, 1]

@@ -89,12 +89,12 @@ def latent_files(folder) -> list[Path]:
     return listed(folder, LATENT_SUFFIXES, "latents", "latents files")
 
 
-def listed(folder, suffixes: tuple[str, ...], kind: str, plural: str) -> list[Path]:
+def listed(folder, suffixes: tuple[str, ...], what: str, plural: str) -> list[Path]:
     """The files directly inside `folder` whose extension (any case) is one of `suffixes`, sorted by name; a clear
     error when the folder is missing or holds none."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{kind} folder not found: {folder}")
+        raise FileNotFoundError(f"{what} folder not found: {folder}")
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
     if not files:
         raise ValueError(f"{folder}: no {plural} ({', '.join(suffixes)})")
@@ -126,7 +126,7 @@ def load_latent_crops(files: list[Path], size: int, channels: int, seed: int) ->
 
 def make_pairs(
     teacher,
-    kind: str,
+    noise: str,
     images=None,
     latents=None,
     exclude: tuple[str, ...] = (),
@@ -140,7 +140,7 @@ def make_pairs(
 ) -> Pairs:
     """Training pairs for `teacher` from an image folder and/or a folder of saved latents.
 
-    kind: the space's noise kind, "ddpm" or "flow". noise_mix: fraction of samples noised.
+    noise: the space's noising trajectory, "ddpm" or "flow". noise_mix: fraction of samples noised.
     exclude: file-name globs of images in the folder not to use (e.g. the illustrations, for per-pixel fits).
     With `cache_dir` (and `teacher_id`, a fingerprint of the teacher's files) shards are read
     from / written to `cache_dir/<key>/`, and once all are there an `index.json` marks the folder complete.
@@ -166,7 +166,7 @@ def make_pairs(
         "latent_files": len(saved),
         "crops": asdict(crops) if files else None,
         "latent_crop": latent_size,
-        "noise": kind,
+        "noise": noise,
         "noise_mix": noise_mix,
         "teacher": teacher.name,
     }
@@ -174,7 +174,7 @@ def make_pairs(
     if cache_dir is not None:
         folder = pair_cache.cache_folder(cache_dir, {
             "teacher": teacher_id, "images": pair_cache.folder_listing(files),
-            "latents": pair_cache.folder_listing(saved), "crops": asdict(crops), "noise": kind,
+            "latents": pair_cache.folder_listing(saved), "crops": asdict(crops), "noise": noise,
             "noise_mix": noise_mix, "latent_crop": latent_size})
         source["cache"] = str(folder)
 
@@ -183,7 +183,7 @@ def make_pairs(
     missing = world.from_main(lambda: pair_cache.missing_shards(folder, len(samples)))
     computed = {}
     # each process encodes and decodes its own share, writing each shard to the cache as soon as it is done
-    for j, tensors in _computed_shards(teacher, kind, noise_mix, samples, missing[world.rank::world.size], crops.seed,
+    for j, tensors in _computed_shards(teacher, noise, noise_mix, samples, missing[world.rank::world.size], crops.seed,
                                        batch_size, progress):
         computed[j] = tensors
         if folder is not None:
@@ -222,7 +222,7 @@ def _all_samples(computed: dict, folder: Path | None, total: int, stream: bool, 
     return pair_cache.streamed(folder, total) if stream else pair_cache.read_all(folder, total, computed)
 
 
-def _computed_shards(teacher, kind: str, noise_mix: float, samples: Samples, shards: list[int], seed: int,
+def _computed_shards(teacher, noise: str, noise_mix: float, samples: Samples, shards: list[int], seed: int,
                      batch_size: int, progress: bool):
     """(j, tensors) for each of `shards` in turn: the image crops they hold are rendered first (each image read
     once), then each shard is encoded, noised (seeded by `seed` and j) and decoded (_compute_shard)."""
@@ -237,7 +237,7 @@ def _computed_shards(teacher, kind: str, noise_mix: float, samples: Samples, sha
               unit="crop", disable=not progress or not shards) as bar:
         for j, (lo, hi) in bounds.items():
             n_crops = len(samples.crop_rows(lo, hi))
-            tensors = _compute_shard(teacher, kind, noise_mix, rendered[done:done + n_crops] if n_crops else None,
+            tensors = _compute_shard(teacher, noise, noise_mix, rendered[done:done + n_crops] if n_crops else None,
                                      samples.saved_rows(lo, hi), seed * 100_003 + j, batch_size, bar)
             done += n_crops
             tensors["image"] = samples.image(lo, hi)
@@ -245,7 +245,7 @@ def _computed_shards(teacher, kind: str, noise_mix: float, samples: Samples, sha
 
 
 @torch.inference_mode()
-def _compute_shard(teacher, kind, noise_mix, crops, saved, seed, batch_size, bar) -> dict:
+def _compute_shard(teacher, noise, noise_mix, crops, saved, seed, batch_size, bar) -> dict:
     """One shard's samples: `crops` (k, 3, S, S) uint8 image crops encoded first, then `saved` latents
     (m, C, h, w); either may be None."""
     z = []
@@ -256,7 +256,7 @@ def _compute_shard(teacher, kind, noise_mix, crops, saved, seed, batch_size, bar
     z = torch.cat(z)
     generator = torch.Generator().manual_seed(seed)
     noised = torch.rand(len(z), generator=generator) < noise_mix
-    z = torch.where(noised[:, None, None, None], trajectory_noise(z, kind, generator), z)
+    z = torch.where(noised[:, None, None, None], trajectory_noise(z, noise, generator), z)
     full = []
     for a in range(0, len(z), batch_size):
         # the raw decoder, not teacher.decode: targets stay unclamped, so least squares does not chase

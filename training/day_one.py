@@ -75,7 +75,7 @@ def noise_kind(latents: PipelineLatents, scheduler=None) -> str:
     """The noising trajectory of the training latents: the shipped space's, else the scheduler's (flow matching
     or DDPM-style), else flow (what recent pipelines use)."""
     if latents.convention.space is not None:
-        return get_space(latents.convention.space).kind
+        return get_space(latents.convention.space).noise
     name = type(scheduler).__name__ if scheduler is not None else ""
     if name and "FlowMatch" not in name and "Flow" not in name:
         return "ddpm"

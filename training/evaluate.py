@@ -51,6 +51,7 @@ class Row:
     clean: dict  # {"psnr": dB, "ssim": ..., "ciede2000": mean ΔE00}, means over tiles
     noised: dict
     ms: float  # median milliseconds per preview of a 1×C×64×64 latent, one CPU thread
+    shows: str | None = None  # a derived row (pooled, upscaled: training.full_res): the row whose previewer it shows
 
 
 def tiles(files: list[Path], size: int, count: int | None) -> torch.Tensor:

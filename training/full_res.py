@@ -54,22 +54,8 @@ class Ceiling(nn.Module):
 
 
 CEILING = "ceiling: teacher pooled, bicubic back"
-UPSCALED = ", bicubic ×"
 
 
-def pooled_name(name: str) -> str:
-    """The row name of `name`'s output pooled to latent resolution."""
-    return f"{name}, pooled"
-
-
-def upscaled_name(name: str, factor: int) -> str:
-    """The row name of `name`'s output upscaled bicubically by `factor`."""
-    return f"{name}{UPSCALED}{factor}"
-
-
-def upscaled_source(row_name: str) -> str:
-    """The previewer an upscaled row (upscaled_name) shows."""
-    return row_name.rsplit(UPSCALED, 1)[0]
 
 
 def comparison(rows: list[Row], modules: dict, teacher, data, progress: bool = True) -> list[Row]:
@@ -77,19 +63,23 @@ def comparison(rows: list[Row], modules: dict, teacher, data, progress: bool = T
     context: each one pooled to latent resolution, the best latent-resolution row (clean PSNR) upscaled
     bicubically to the teacher's scale, and the ceiling. A previewer between the two (A1111's Approx NN gives
     2x) is also upscaled bicubically to the teacher's scale: its own row is scored against the decode pooled to
-    its size, which is no full-resolution number. Empty when no row is above latent resolution."""
+    its size, which is no full-resolution number. Each derived row's `shows` names the row it shows. Empty when no
+    row is above latent resolution."""
     full = [r for r in rows if r.scale > 1]
     if not full:
         return []
     f = teacher.scale_factor
-    extra = {pooled_name(r.name): Pooled(modules[r.name]) for r in full}
-    extra |= {upscaled_name(r.name, f // r.scale): Upscaled(modules[r.name], f // r.scale) for r in full if r.scale < f}
+    shown = {f"{r.name}, pooled": (r.name, Pooled(modules[r.name])) for r in full}
+    upscaled = [r for r in full if r.scale < f]
     latent = [r for r in rows if r.scale == 1]
     if latent:
-        best = max(latent, key=lambda r: r.clean["psnr"])
-        extra[upscaled_name(best.name, f)] = Upscaled(modules[best.name], f)
-    extra[CEILING] = Ceiling(teacher)
-    return evaluate(extra, data, progress=progress)
+        upscaled.append(max(latent, key=lambda r: r.clean["psnr"]))
+    shown |= {f"{r.name}, bicubic ×{f // r.scale}": (r.name, Upscaled(modules[r.name], f // r.scale)) for r in upscaled}
+    out = evaluate({name: module for name, (_, module) in shown.items()} | {CEILING: Ceiling(teacher)}, data,
+                   progress=progress)
+    for row in out:
+        row.shows = shown[row.name][0] if row.name in shown else None
+    return out
 
 
 def full_res_metrics(module: nn.Module, teacher, data) -> dict:

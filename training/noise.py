@@ -27,19 +27,19 @@ def ddpm_alphas_cumprod() -> torch.Tensor:
     return DDPMScheduler(**SD_SCHEDULER_CONFIG).alphas_cumprod.float()
 
 
-def trajectory_noise(latents: torch.Tensor, kind: str, generator: torch.Generator) -> torch.Tensor:
+def trajectory_noise(latents: torch.Tensor, noise: str, generator: torch.Generator) -> torch.Tensor:
     """Each latent of (B, C, h, w) moved to a random point of its space's noising trajectory."""
     n = latents.shape[0]
     eps = torch.randn(latents.shape, generator=generator)
-    if kind == "ddpm":
+    if noise == "ddpm":
         alphas = ddpm_alphas_cumprod()
         t = torch.randint(len(alphas), (n,), generator=generator)
         a = alphas[t].view(n, 1, 1, 1)
         return a.sqrt() * latents + (1 - a).sqrt() * eps
-    if kind == "flow":
+    if noise == "flow":
         sigma = torch.rand(n, generator=generator).view(n, 1, 1, 1)
         return (1 - sigma) * latents + sigma * eps
-    raise ValueError(f"unknown noise kind {kind!r} (expected 'ddpm' or 'flow')")
+    raise ValueError(f"unknown noising trajectory {noise!r} (expected 'ddpm' or 'flow')")
 
 
 def eval_noise(latents: torch.Tensor, generator: torch.Generator, s: float = EVAL_NOISE) -> torch.Tensor:

@@ -13,7 +13,7 @@ class LatentSpace:
     name: str
     channels: int
     teacher: str  # TAESD-family teacher in ../shared/models/teachers
-    kind: str  # "ddpm": noised as sqrt(ᾱ)z + sqrt(1-ᾱ)ε; "flow": (1-σ)z + σε
+    noise: str  # how the sampler noises latents: "ddpm": noised as sqrt(ᾱ)z + sqrt(1-ᾱ)ε; "flow": (1-σ)z + σε
     pipelines: str
     scaling_factor: float | None = None  # None: FLUX.2's BatchNorm statistics
     shift_factor: float | None = None

@@ -93,9 +93,9 @@ class PreviewWriter:
         self.queue: queue.Queue = queue.Queue()
         self.thread: threading.Thread | None = None
 
-    def warn_once(self, kind: str, message: str) -> None:
-        if kind not in self.warned:
-            self.warned.add(kind)
+    def warn_once(self, key: str, message: str) -> None:
+        if key not in self.warned:
+            self.warned.add(key)
             warnings.warn(f"latent-preview: {message}; the pipeline continues", RuntimeWarning, stacklevel=2)
 
     def put(self, step: int, timestep, frames: torch.Tensor) -> None:

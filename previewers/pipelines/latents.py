@@ -101,19 +101,19 @@ class PipelineLatents:
         convention, vae = self.convention, self.vae
         n = self.channels * convention.patch**2
         scale = float(config_get(vae.config, "scaling_factor") or 1.0) if vae is not None else 1.0
-        kind = convention.normalisation
-        if kind == "batchnorm":
+        normalisation = convention.normalisation
+        if normalisation == "batchnorm":
             a = torch.sqrt(vae.bn.running_var + float(config_get(vae.config, "batch_norm_eps")))
             b = vae.bn.running_mean
-        elif kind == "mean_std":
+        elif normalisation == "mean_std":
             b, std = mean_std(vae)
             a = std / scale
-        elif kind == "multiply":
+        elif normalisation == "multiply":
             a, b = torch.full((n,), float(config_get(vae.config, "scale_factor"))), torch.zeros(n)
-        elif kind == "identity":
+        elif normalisation == "identity":
             a, b = torch.ones(n), torch.zeros(n)
         else:
-            shift = float(config_get(vae.config, "shift_factor") or 0.0) if kind == "scale_shift" else 0.0
+            shift = float(config_get(vae.config, "shift_factor") or 0.0) if normalisation == "scale_shift" else 0.0
             a, b = torch.full((n,), 1 / scale), torch.full((n,), shift)
         return a.to(device, dtype).view(1, -1, 1, 1), b.to(device, dtype).view(1, -1, 1, 1)
 

@@ -281,7 +281,7 @@ def fit_all(args, world) -> int:
         build_for(teacher, family, arguments[family])
     cache = None if args.no_cache else (args.cache or default_cache_dir())
     validate_on = globs(args.val_images)
-    pairs = make_pairs(teacher, space.kind, images=args.images, latents=args.latents,
+    pairs = make_pairs(teacher, space.noise, images=args.images, latents=args.latents,
                        exclude=globs(args.exclude_images) + validate_on,
                        crops=Crops(count=args.crops, size=args.crop_size, seed=args.seed, dihedral=args.augment,
                                    hue=args.augment if args.hue is None else args.hue, contrast=args.augment),
