@@ -41,8 +41,7 @@ class Training:
 
 LOSSES = ("mse", "l1-gradient", "l1-gradient-ssim")
 EDGE_WEIGHT = 1.0  # weight of the difference term in "l1-gradient" (per-pixel mean, like the L1 term)
-# weight of 1 − SSIM in "l1-gradient-ssim": continuing flux1's upsampler with it raised SSIM 0.845 → 0.856 and PSNR
-# 28.65 → 28.70 dB (benchmarks/fit_upsampler.sh)
+# weight of 1 − SSIM in "l1-gradient-ssim" (what it gained on flux1's upsampler: benchmarks/README.md, "Upsamplers")
 SSIM_WEIGHT = 0.5
 
 

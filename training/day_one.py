@@ -50,9 +50,8 @@ from training.teachers import Teacher
 NARROW = {"channels": [32, 32, 32, 32], "kernels": [3, 3, 3, 3, 1], "base": 3}
 WIDE = {"channels": [32, 32, 32, 32], "kernels": [1, 3, 3, 3, 3], "base": 3}
 WHY = "the conv design benchmarks/fit_weights.sh ships for this latent width (frontier-cpu-*.md)"
-# Half the shipped nets' crops and a third of their steps (2,048 crops, 15,000 steps of 64): against TAESD's decoder
-# this came within 0.54 dB of the shipped sd1-conv on kodak24 in 14.8 min on 2 shared CPU cores
-# (benchmarks/results/day-one-cpu.md), inside the 30-minute goal for the whole fit.
+# Half the shipped nets' crops and a third of their steps (2,048 crops, 15,000 steps of 64), so that the whole fit
+# stays inside 30 minutes on a 2-core CPU for TAESD-sized decoders (measured: benchmarks/results/day-one-cpu.md).
 STEPS = 5000
 BATCH = 64
 CROPS = 1024  # 128² crops for an 8x VAE

@@ -11,8 +11,8 @@ and `meta` {"peer", "license", "source"}. Conventions (checked against the teach
   11-pixel zero pad, leaky ReLU (0.1) after each; takes denoiser latents, output [-1, 1] at 2x.
 - vaelight VAEpreview.onnx: takes the unscaled SD latent (denoiser latent / scaling factor) and
   returns four images at 1x, 2x, 4x and 8x the latent size; only the first ("output", at latent
-  resolution: 64x64 for a 512x512 image) looks like the picture (about 25 dB against the teacher,
-  the others about 14 dB). Output in [-1, 1]. Runs in onnxruntime on the CPU.
+  resolution: 64x64 for a 512x512 image) looks like the picture, the others score far below it against the
+  teacher. Output in [-1, 1]. Runs in onnxruntime on the CPU.
 """
 
 from functools import partial

@@ -130,8 +130,7 @@ def fit_closed_form(previewer, latents: torch.Tensor, targets: torch.Tensor, rid
       display error from above and equals it at the previous output, up to overshoots;
     - sample i gets weight 1 / S_i, its error against these targets at the previous output: the
       tangent of log at S_i, so minimising Σ S_i(W) / S_i bounds Σ log S_i(W) from above.
-    Measured on kodak24 tiles (clean latents, the five TAESD-family teachers), 3 rounds against
-    plain least squares: affine +0.45 to +0.95 dB (flux1 26.2 → 27.1), a linear 3x3 conv +1.0 dB (sdxl).
+    What it gains over plain least squares: benchmarks/README.md, "First use and day-one nets".
     """
     from tqdm import tqdm
 
