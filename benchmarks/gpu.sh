@@ -171,8 +171,8 @@ import torch
 
 from benchmarks.reference import SD15_VAE
 from benchmarks.timing import machine
-from previewers import first_use
-from previewers.pipelines.conventions import bind_vae
+from previewers.first_use import fit as first_use
+from previewers.pipelines.latents import bind_vae
 
 dry = os.environ.get("GPU_SH_DRY") == "1"
 device = torch.device(os.environ.get("GPU_SH_DEVICE", "cuda"))
@@ -244,7 +244,7 @@ os.environ["LATENT_PREVIEW_FIRST_USE_NET"] = "0"  # the net is trained below, wi
 import previewers  # noqa: E402
 from benchmarks.day_one import SHARED, TEACHERS, autoencoder_tiny  # noqa: E402
 from benchmarks.timing import machine  # noqa: E402
-from previewers.pipelines.conventions import bind_vae  # noqa: E402
+from previewers.pipelines.latents import bind_vae  # noqa: E402
 from previewers.first_use.fit import fitted_previewer  # noqa: E402
 from training.day_one import train_day_one_net  # noqa: E402
 from training.evaluate import evaluate, held_out, markdown  # noqa: E402

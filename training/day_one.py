@@ -70,7 +70,7 @@ def net_design(channels: int, space: str | None = None) -> tuple[dict, float]:
     return dict(WIDE), 2e-3 if space == "sd3" else 5e-4
 
 
-def noise_kind(latents: PipelineLatents, scheduler=None) -> str:
+def noise_of(latents: PipelineLatents, scheduler=None) -> str:
     """The noising trajectory of the training latents: the shipped space's, else the scheduler's (flow matching
     or DDPM-style), else flow (what recent pipelines use)."""
     if latents.convention.space is not None:
@@ -130,8 +130,8 @@ def train_day_one_net(latents: PipelineLatents, steps: int = STEPS, crops: int =
     target = net_path(entry)
     held = first_use_pairs(latents, progress=progress, folder=folder)
     side = CROP_LATENTS * latents.factor
-    kind = noise_kind(latents, scheduler)
-    pairs = make_pairs(teacher, kind, images=IMAGES, exclude=tuple(f"{n}.jpg" for n in HELD_OUT),
+    noise = noise_of(latents, scheduler)
+    pairs = make_pairs(teacher, noise, images=IMAGES, exclude=tuple(f"{n}.jpg" for n in HELD_OUT),
                        crops=Crops(count=crops, size=side, seed=seed, dihedral=AUGMENT, hue=AUGMENT, contrast=AUGMENT),
                        noise_mix=NOISE_MIX, cache_dir=(folder or cache_root() / "fitted") / "pairs",
                        teacher_id=entry.stem, progress=progress)

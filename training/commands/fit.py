@@ -11,7 +11,6 @@ VALIDATION_TILES = 256  # --val-images tiles, spread evenly over the images: a f
 
 
 def add_arguments(parser):
-    from training import day_one
     from training.adam import LOSSES
 
     first_use = parser.add_argument_group("fit on first use")
@@ -26,11 +25,11 @@ def add_arguments(parser):
     first_use.add_argument("--no-net", action="store_true",
                            help="with --pipeline: fit the closed form only (seconds to minutes), no net")
     first_use.add_argument("--net-steps", type=int,
-                           help=f"with --pipeline: Adam steps of the net (default {day_one.STEPS}; early stopping "
-                                "may end sooner)")
+                           help="with --pipeline: Adam steps of the net (default: training/day_one.py's STEPS; "
+                                "early stopping may end sooner)")
     first_use.add_argument("--net-crops", type=int,
-                           help=f"with --pipeline: crops the VAE encodes and decodes for the net (default "
-                                f"{day_one.CROPS}), cached per VAE")
+                           help="with --pipeline: crops the VAE encodes and decodes for the net (default: "
+                                "training/day_one.py's CROPS), cached per VAE")
     first_use.add_argument("--net-budget", type=float, metavar="SECONDS",
                            help="with --pipeline: stop the net's fit (pairs included) after this long, keeping its best")
     teacher = parser.add_argument_group("teacher")
