@@ -46,8 +46,8 @@ def autoencoder_tiny(name: str) -> "diffusers.AutoencoderTiny":
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--teacher", default="taesd", choices=sorted(TEACHERS))
-    parser.add_argument("--steps", type=int, default=None, help="Adam steps (default: training.day_one.STEPS)")
-    parser.add_argument("--crops", type=int, default=None, help="training crops (default: training.day_one.CROPS)")
+    parser.add_argument("--steps", type=int, default=None, help="Adam steps (default: training.day_one.net_design's)")
+    parser.add_argument("--crops", type=int, default=None, help="training crops (default: training.day_one.net_design's)")
     parser.add_argument("--budget", type=float, help="wall-clock seconds for the net's fit (pairs included)")
     parser.add_argument("--count", type=int, help="kodak24 tiles to score on (default: all 144)")
     parser.add_argument("--threads", type=int, default=1,
@@ -62,15 +62,16 @@ def main(argv=None) -> int:
     from previewers.first_use.fit import fitted_previewer
     from previewers.models.card import WeightCard
     from previewers.pipelines.latents import bind_vae
-    from training.day_one import CROPS, STEPS, train_day_one_net
+    from training.day_one import net_design, train_day_one_net
     from training.evaluate import evaluate, held_out, markdown
     from training.pair_cache import default_cache_dir, fingerprint
     from training.teachers import load_teacher
 
     space, _, kind = TEACHERS[args.teacher]
-    steps, crops = args.steps or STEPS, args.crops or CROPS
     scheduler = diffusers.DDPMScheduler() if kind == "ddpm" else diffusers.FlowMatchEulerDiscreteScheduler()
     latents = bind_vae(autoencoder_tiny(args.teacher))
+    design = net_design(latents.channels, latents.convention.space)
+    steps, crops = args.steps or design.steps, args.crops or design.crops
     cache = Path(tempfile.mkdtemp(prefix="day-one-"))
     try:
         start, cpu_start = time.perf_counter(), time.process_time()

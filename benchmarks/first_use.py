@@ -8,7 +8,7 @@ the cost of encode and decode does not depend on the weight values) and runs the
 decode the example crops, least squares for affine and the 3x3 conv, held-out scoring. Its PSNR is
 meaningless (random weights); the seconds are the point. With --net-crops, the day-one net
 (training/day_one.py) is then trained on that many crops for --net-steps Adam steps, and its time is scaled to the
-day-one defaults (training.day_one.CROPS crops, STEPS steps): pairs by the crop count, Adam by the step count.
+day-one defaults (training.day_one.net_design's crops and steps): pairs by the crop count, Adam by the step count.
 """
 
 import argparse
@@ -53,10 +53,11 @@ def main(argv=None) -> int:
         pairs_s = net.meta["recipe"]["pairs_seconds"]
         adam_s = net.meta["recipe"]["seconds"] - pairs_s
         per_crop = pairs_s / args.net_crops
-        whole = per_crop * day_one.CROPS + adam_s * day_one.STEPS / args.net_steps
+        design = day_one.net_design(latents.channels, latents.convention.space)
+        whole = per_crop * design.crops + adam_s * design.steps / args.net_steps
         lines.append(f"day-one net (it reuses the first use's held-out crops): {args.net_crops} training crops "
                      f"encoded and decoded in {pairs_s:.1f} s ({per_crop:.2f} s per crop), {args.net_steps} Adam steps "
-                     f"in {adam_s:.1f} s; scaled to the defaults ({day_one.CROPS} crops, {day_one.STEPS} steps): about "
+                     f"in {adam_s:.1f} s; scaled to the defaults ({design.crops} crops, {design.steps} steps): about "
                      f"{whole / 60:.0f} min for the net, after the {seconds:.0f} s first use")
     print("\n".join(lines))
     if args.out:

@@ -339,7 +339,7 @@ PYEOF
 
 # the torchrun step: the nccl smoke test, then the documented fit command with one process (tiny crops and steps)
 torchrun_step() {
-    local teacher="$ROOT/../shared/models/teachers/taesd_decoder.safetensors" crops=256 side=128 steps=300
+    local teacher="$SHARED/models/teachers/taesd_decoder.safetensors" crops=256 side=128 steps=300
     [ "$DRY" = 1 ] && crops=16 side=64 steps=20
     "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 "$W/py/nccl_smoke.py" 2>&1 | tee "$W/logs/nccl-smoke.txt"
     "$PY" -m torch.distributed.run --standalone --nproc_per_node=1 -m previewers fit --teacher "$teacher" \
@@ -351,7 +351,11 @@ torchrun_step() {
     return "$rc"
 }
 export -f torchrun_step
-export ROOT W PY DEVICE DRY
+# ../shared beside the checkout, else the copy gpu_prepare.sh made (training/shared_folder.py reads the variable)
+SHARED="$ROOT/../shared"
+[ -d "$SHARED/models/teachers" ] || SHARED="$ROOT/.gpu-carry/shared"
+export LATENT_PREVIEW_SHARED="$SHARED"
+export ROOT W PY DEVICE DRY SHARED
 
 # ---------------------------------------------------------------------------------------------------------------
 # setup: what is here, the carried wheels, ../shared from .gpu-carry
@@ -376,13 +380,10 @@ log "packages: $("$PY" -c 'import diffusers, huggingface_hub, safetensors, tqdm,
 for m in skimage pytest; do
     "$PY" -c "import $m" 2>/dev/null || log "missing: $m (steps that need it will fail)"
 done
-if [ ! -d "$ROOT/../shared/models/teachers" ]; then
-    if [ -d "$ROOT/.gpu-carry/shared" ]; then
-        ln -s "$ROOT/.gpu-carry/shared" "$ROOT/../shared" 2>>"$MAIN_LOG" && log "../shared -> .gpu-carry/shared" \
-            || log "cannot link ../shared (parent of the checkout not writable): teacher and kodak24 steps will fail"
-    else
-        log "no ../shared and no .gpu-carry: run bash benchmarks/gpu_prepare.sh first and carry .gpu-carry"
-    fi
+if [ -d "$SHARED/models/teachers" ]; then
+    log "shared folder: $SHARED"
+else
+    log "no ../shared and no .gpu-carry/shared: run bash benchmarks/gpu_prepare.sh first and carry .gpu-carry"
 fi
 if [ "$DRY" != 1 ] && [ "$("$PY" -c 'import torch; print(torch.cuda.is_available())' 2>/dev/null)" != True ]; then
     log "torch sees no CUDA device: stopping (GPU_SH_DRY=1 runs the CPU dry run)"

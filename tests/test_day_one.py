@@ -86,7 +86,7 @@ def test_fit_caches_the_closed_form_and_the_net(fitted, folder, monkeypatch):
     assert closed.meta["recipe"]["method"].startswith("least squares")
     from training.day_one import net_design
 
-    assert net.family == "conv" and net.args == net_design(net.latent_channels)[0]  # the design for its width
+    assert net.family == "conv" and net.args == net_design(net.latent_channels).args  # the design for its width
     assert net.meta["recipe"]["result"]["steps"] == 4 and net.meta["recipe"]["samples"] == 16
     # both scored on the same held-out crops
     assert net.meta["metrics"]["held_out"] == closed.meta["metrics"]["held_out"]

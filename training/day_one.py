@@ -18,6 +18,7 @@ Python: `train_day_one_net(bind(pipe))`; command line: `latent-preview fit --pip
 
 import platform
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -50,24 +51,34 @@ from training.teachers import Teacher
 NARROW = {"channels": [32, 32, 32, 32], "kernels": [3, 3, 3, 3, 1], "base": 3}
 WIDE = {"channels": [32, 32, 32, 32], "kernels": [1, 3, 3, 3, 3], "base": 3}
 WHY = "the conv design benchmarks/fit_weights.sh ships for this latent width (frontier-cpu-*.md)"
-# Half the shipped nets' crops and a third of their steps (2,048 crops, 15,000 steps of 64), so that the whole fit
-# stays inside 30 minutes on a 2-core CPU for TAESD-sized decoders (measured: benchmarks/results/day-one-cpu.md).
-STEPS = 5000
+# The Adam schedule, per latent width: as much of the shipped nets' (2,048 crops, 15,000 steps of 64) as keeps the
+# whole fit inside 30 minutes on a 2-core CPU for TAESD-sized decoders: 4-channel latents half the crops and a third
+# of the steps; wider latents, whose nets were still improving there, all the crops and two thirds of the steps
+# (benchmarks/results/day-one-cpu.md, benchmarks/README.md "First use and day-one nets").
+NARROW_SCHEDULE = {"steps": 5000, "crops": 1024}  # crops of 128² pixels for an 8x VAE
+WIDE_SCHEDULE = {"steps": 10000, "crops": 2048}
 BATCH = 64
-CROPS = 1024  # 128² crops for an 8x VAE
 PATIENCE = 40
 AUGMENT = 0.5
 NOISE_MIX = 0.5
 
 
-def net_design(channels: int, space: str | None = None) -> tuple[dict, float]:
-    """(constructor args, Adam lr) of the conv net for `channels`-wide latents (`space`: the shipped space the
-    VAE matches, if any)."""
+@dataclass(frozen=True)
+class NetDesign:
+    """The day-one conv net for a latent width and how it is trained."""
+    args: dict  # constructor arguments of the conv family
+    lr: float  # Adam's
+    steps: int  # Adam steps of BATCH samples
+    crops: int  # training crops the VAE encodes and decodes
+
+
+def net_design(channels: int, space: str | None = None) -> NetDesign:
+    """The conv net for `channels`-wide latents (`space`: the shipped space the VAE matches, if any)."""
     if space == "flux2":
-        return {**WIDE, "base": 5}, 5e-4  # FLUX.2 latents need a 5x5 base (fit_weights.sh)
+        return NetDesign({**WIDE, "base": 5}, 5e-4, **WIDE_SCHEDULE)  # FLUX.2 latents need a 5x5 base (fit_weights.sh)
     if channels <= 4:
-        return dict(NARROW), 2e-3
-    return dict(WIDE), 2e-3 if space == "sd3" else 5e-4
+        return NetDesign(dict(NARROW), 2e-3, **NARROW_SCHEDULE)
+    return NetDesign(dict(WIDE), 2e-3 if space == "sd3" else 5e-4, **WIDE_SCHEDULE)
 
 
 def noise_of(latents: PipelineLatents, scheduler=None) -> str:
@@ -99,20 +110,24 @@ def pipeline_teacher(latents: PipelineLatents) -> Teacher:
     )
 
 
-def train_day_one_net(latents: PipelineLatents, steps: int = STEPS, crops: int = CROPS, batch: int = BATCH,
+def train_day_one_net(latents: PipelineLatents, steps: int | None = None, crops: int | None = None, batch: int = BATCH,
                       lr: float | None = None, patience: int = PATIENCE, budget_s: float | None = None,
                       device: str | torch.device = "auto", resume: bool = False, scheduler=None, out=None,
                       folder: Path | None = None, progress: bool = True, seed: int = 0):
     """Train the day-one conv net for the VAE behind `latents`, cache it as the closed form's `-net` sibling
     (previewers.first_use.fit.net_path) and return it.
 
-    steps, crops, batch, lr (default: net_design's), patience: the Adam schedule (defaults: STEPS, CROPS, BATCH, PATIENCE);
+    steps, crops, lr (defaults: net_design's for the latent width), batch, patience: the Adam schedule;
     budget_s: wall-clock seconds for the whole fit, pairs included (Adam stops at the deadline, keeping its best
     state); device: where Adam runs ("auto": CUDA when available); resume: continue a killed run from its
     checkpoint; scheduler: the pipeline's scheduler (picks the noise trajectory when the VAE matches no shipped
     space); out: also save the net there; folder: the cache folder (default cache_root()/"fitted").
     meta["metrics"]["clean"]["psnr"] is measured on the same held-out crops as the closed form's.
     """
+    convention = latents.convention
+    design = net_design(latents.channels, convention.space)
+    steps, crops = steps or design.steps, crops or design.crops
+    lr = design.lr if lr is None else lr
     for name, value in (("steps", steps), ("crops", crops), ("batch", batch), ("patience", patience)):
         if int(value) < 1:
             raise ValueError(f"{name} must be at least 1, got {value}")
@@ -121,9 +136,6 @@ def train_day_one_net(latents: PipelineLatents, steps: int = STEPS, crops: int =
     start = time.perf_counter()
     deadline = None if budget_s is None else start + budget_s
     teacher = pipeline_teacher(latents)
-    convention = latents.convention
-    args, default_lr = net_design(latents.channels, convention.space)
-    lr = default_lr if lr is None else lr
     if lr <= 0:
         raise ValueError(f"lr must be positive, got {lr}")
     entry = cache_path(latents, folder)
@@ -139,7 +151,7 @@ def train_day_one_net(latents: PipelineLatents, steps: int = STEPS, crops: int =
     training = Training(steps=steps, batch=batch, lr=lr, patience=patience, seed=seed,
                         eval_every=max(1, min(100, steps // 4)))
     device = resolve_device(device) if isinstance(device, str) else device
-    previewer = fit(teacher, "conv", pairs, space=convention.name, args=args, device=str(device), training=training,
+    previewer = fit(teacher, "conv", pairs, space=convention.name, args=design.args, device=str(device), training=training,
                     progress=progress, checkpoint=target.with_name(target.name + ".ckpt"), resume=resume,
                     deadline=deadline)
     psnr = score(previewer, held)

@@ -41,9 +41,9 @@ def fit_pipeline_folder(folder, device: str = "auto", space=None, out=None, net:
     returns (previewer, cache file): the net and its entry when it was trained, else the closed form and its.
     `space`: the shipped space its latents are in, when its VAE's config does not say; `out`: also save the
     returned previewer there; net_steps/net_crops/budget_s: the net's Adam steps, crops and wall-clock budget
-    (training.day_one defaults: 1,024 crops, 5,000 steps); `resume`: continue a killed net fit from its
+    (defaults: training.day_one.net_design's for the latent width); `resume`: continue a killed net fit from its
     checkpoint (the closed form is kept when it is cached)."""
-    from training.day_one import CROPS, STEPS, train_day_one_net
+    from training.day_one import train_day_one_net
 
     if resume and not net:
         raise ValueError("--resume continues the net's fit; it cannot go with --no-net")
@@ -64,7 +64,7 @@ def fit_pipeline_folder(folder, device: str = "auto", space=None, out=None, net:
     previewer = fitted_previewer(latents, refit=refit, progress=progress) if refit else cached_entries(latents)["closed_form"]
     cached = cache_path(latents)
     if net:
-        previewer = train_day_one_net(latents, steps=net_steps or STEPS, crops=net_crops or CROPS, budget_s=budget_s,
+        previewer = train_day_one_net(latents, steps=net_steps, crops=net_crops, budget_s=budget_s,
                                       device=device, resume=resume, scheduler=getattr(pipe, "scheduler", None),
                                       progress=progress)
         cached = net_path(cached)

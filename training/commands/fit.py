@@ -25,11 +25,11 @@ def add_arguments(parser):
     first_use.add_argument("--no-net", action="store_true",
                            help="with --pipeline: fit the closed form only (seconds to minutes), no net")
     first_use.add_argument("--net-steps", type=int,
-                           help="with --pipeline: Adam steps of the net (default: training/day_one.py's STEPS; "
+                           help="with --pipeline: Adam steps of the net (default: training/day_one.py's for the latent width; "
                                 "early stopping may end sooner)")
     first_use.add_argument("--net-crops", type=int,
                            help="with --pipeline: crops the VAE encodes and decodes for the net (default: "
-                                "training/day_one.py's CROPS), cached per VAE")
+                                "training/day_one.py's for the latent width), cached per VAE")
     first_use.add_argument("--net-budget", type=float, metavar="SECONDS",
                            help="with --pipeline: stop the net's fit (pairs included) after this long, keeping its best")
     teacher = parser.add_argument_group("teacher")
