@@ -23,7 +23,7 @@
 #
 # Environment: OUT (the device tool's output folder: gpu-run.tgz with results/*-cuda*.md and logs/, plus
 # gpu-summary-cuda.md and gpu.log; without OUT the reports go to benchmarks/results/ and the logs stay in the work
-# folder), GPU_SH_BUDGET (seconds for the whole run, default 465), GPU_SH_STEPS (space-separated step names: run only
+# folder; a dry run leaves them there), GPU_SH_BUDGET (seconds for the whole run, default 465), GPU_SH_STEPS (space-separated step names: run only
 # those), GPU_SH_WORK (work folder, default /tmp/latent-preview-gpu), PYTHON (default python3), DAY_ONE_BUDGET
 # (default 60), DAY_ONE_COUNT (kodak24 tiles, default 48), GPU_SH_DRY=1 (a dry run on a CPU: every step in its
 # --quick / tiny form on the CPU, to catch mistakes before spending device time; its numbers mean nothing).
@@ -444,6 +444,8 @@ if [ -n "${OUT:-}" ]; then
     cp "$SUMMARY" "$OUT/gpu-summary-$DEVICE.md"
     bundle
     log "files under \$OUT: gpu-run.tgz (results/, logs/), gpu-summary-$DEVICE.md, gpu.log"
+elif [ "$DRY" = 1 ]; then
+    log "dry run: reports and logs stay in $W (their numbers mean nothing; benchmarks/results/ is left as it was)"
 else
     mkdir -p "$ROOT/benchmarks/results"
     cp "$R"/*.md "$ROOT/benchmarks/results/" 2>/dev/null
