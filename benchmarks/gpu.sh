@@ -23,8 +23,8 @@
 #
 # Environment: OUT (the device tool's output folder: gpu-run.tgz with results/*-cuda*.md and logs/, plus
 # gpu-summary-cuda.md and gpu.log; without OUT the reports go to benchmarks/results/ and the logs stay in the work
-# folder; a dry run leaves them there), GPU_SH_BUDGET (seconds for the whole run, default 465), GPU_SH_STEPS (space-separated step names: run only
-# those), GPU_SH_WORK (work folder, default /tmp/latent-preview-gpu), PYTHON (default python3), DAY_ONE_BUDGET
+# folder; a dry run leaves both there), GPU_SH_BUDGET (seconds for the whole run, default 465), GPU_SH_STEPS
+# (space-separated step names: run only those), GPU_SH_WORK (work folder, default /tmp/latent-preview-gpu), PYTHON (default python3), DAY_ONE_BUDGET
 # (default 60), DAY_ONE_COUNT (kodak24 tiles, default 48), GPU_SH_DRY=1 (a dry run on a CPU: every step in its
 # --quick / tiny form on the CPU, to catch mistakes before spending device time; its numbers mean nothing).
 set -u
