@@ -230,10 +230,10 @@ def cached_entries(latents: PipelineLatents, folder: Path | None = None) -> dict
     """{"closed_form": ..., "net": ...}: the cache entries for this VAE that load (damaged ones are left out)."""
     path = cache_path(latents, folder)
     out = {}
-    for kind, entry in (("closed_form", path), ("net", net_path(path))):
+    for role, entry in (("closed_form", path), ("net", net_path(path))):
         if entry.is_file():
             try:
-                out[kind] = load_file(entry)
+                out[role] = load_file(entry)
             except ValueError:  # a damaged cache entry is refitted (closed form) or ignored (net), never fatal
                 pass
     return out
@@ -281,9 +281,7 @@ def fitted_previewer(latents: PipelineLatents, refit: bool = False, progress: bo
                   f"{card.recipe['seconds']} s, held-out PSNR {card.metrics.clean.psnr:.1f} dB "
                   f"(constant colour {card.metrics.constant_colour.psnr:.1f} dB); cached as {path}", file=sys.stderr)
     if "net" not in entries and net_on_first_use(latents):
-        from training.day_one import (
-            train_day_one_net,  # lazily: only here, only on a GPU
-        )
+        from training.day_one import train_day_one_net  # lazily: only here, only on a GPU
 
         try:
             entries["net"] = train_day_one_net(latents, budget_s=GPU_NET_BUDGET_S, progress=progress, folder=folder)
