@@ -50,6 +50,7 @@ from training.teachers import Teacher
 # every latent wider than 16 channels that is not sd3 does too.
 NARROW = {"channels": [32, 32, 32, 32], "kernels": [3, 3, 3, 3, 1], "base": 3}
 WIDE = {"channels": [32, 32, 32, 32], "kernels": [1, 3, 3, 3, 3], "base": 3}
+FLUX2 = {"channels": [32, 32, 32], "kernels": [1, 3, 3, 3], "base": 5}
 WHY = "the conv design benchmarks/fit_weights.sh ships for this latent width (frontier-cpu-*.md)"
 # The Adam schedule, per latent width: as much of the shipped nets' (2,048 crops, 15,000 steps of 64) as keeps the
 # whole fit inside 30 minutes on a 2-core CPU for TAESD-sized decoders: 4-channel latents half the crops and a third
@@ -74,8 +75,8 @@ class NetDesign:
 
 def net_design(channels: int, space: str | None = None) -> NetDesign:
     """The conv net for `channels`-wide latents (`space`: the shipped space the VAE matches, if any)."""
-    if space == "flux2":
-        return NetDesign({**WIDE, "base": 5}, 5e-4, **WIDE_SCHEDULE)  # FLUX.2 latents need a 5x5 base (fit_weights.sh)
+    if space == "flux2":  # FLUX.2 latents: a 5x5 base, three layers for a speed margin (fit_weights.sh)
+        return NetDesign(dict(FLUX2), 5e-4, **WIDE_SCHEDULE)
     if channels <= 4:
         return NetDesign(dict(NARROW), 2e-3, **NARROW_SCHEDULE)
     return NetDesign(dict(WIDE), 2e-3 if space == "sd3" else 5e-4, **WIDE_SCHEDULE)
