@@ -67,8 +67,8 @@ def main(argv=None) -> int:
     from training.pair_cache import default_cache_dir, fingerprint
     from training.teachers import load_teacher
 
-    space, _, kind = TEACHERS[args.teacher]
-    scheduler = diffusers.DDPMScheduler() if kind == "ddpm" else diffusers.FlowMatchEulerDiscreteScheduler()
+    space, _, noise = TEACHERS[args.teacher]
+    scheduler = diffusers.DDPMScheduler() if noise == "ddpm" else diffusers.FlowMatchEulerDiscreteScheduler()
     latents = bind_vae(autoencoder_tiny(args.teacher))
     design = net_design(latents.channels, latents.convention.space)
     steps, crops = args.steps or design.steps, args.crops or design.crops

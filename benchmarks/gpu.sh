@@ -253,8 +253,8 @@ from training.teachers import load_teacher  # noqa: E402
 dry = os.environ.get("GPU_SH_DRY") == "1"
 device = torch.device(os.environ.get("GPU_SH_DEVICE", "cuda"))
 name, budget, count = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
-space, _, kind = TEACHERS[name]
-scheduler = diffusers.DDPMScheduler() if kind == "ddpm" else diffusers.FlowMatchEulerDiscreteScheduler()
+space, _, noise = TEACHERS[name]
+scheduler = diffusers.DDPMScheduler() if noise == "ddpm" else diffusers.FlowMatchEulerDiscreteScheduler()
 latents = bind_vae(autoencoder_tiny(name).to(device))
 cache = Path(tempfile.mkdtemp(prefix="day-one-"))
 start = time.perf_counter()
