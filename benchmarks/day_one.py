@@ -71,7 +71,8 @@ def main(argv=None) -> int:
     scheduler = diffusers.DDPMScheduler() if noise == "ddpm" else diffusers.FlowMatchEulerDiscreteScheduler()
     latents = bind_vae(autoencoder_tiny(args.teacher))
     design = net_design(latents.channels, latents.convention.space)
-    steps, crops = args.steps or design.steps, args.crops or design.crops
+    steps = design.steps if args.steps is None else args.steps
+    crops = design.crops if args.crops is None else args.crops
     cache = Path(tempfile.mkdtemp(prefix="day-one-"))
     try:
         start, cpu_start = time.perf_counter(), time.process_time()

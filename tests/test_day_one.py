@@ -193,6 +193,15 @@ def test_no_net_fits_the_closed_form_only(folder):
     assert closed_path.stat().st_mtime_ns != before and not net_path.exists()
 
 
+@pytest.mark.parametrize("option", ["steps", "crops"])
+def test_the_python_call_refuses_a_zero_schedule(saved, option):
+    from training.day_one import train_day_one_net
+
+    pipe, _ = saved
+    with pytest.raises(ValueError, match=f"{option} must be at least 1, got 0"):
+        train_day_one_net(bind(pipe), **{option: 0}, progress=False)
+
+
 def test_first_use_trains_a_net_only_on_a_gpu(saved, monkeypatch):
     from previewers.first_use.fit import net_on_first_use
 

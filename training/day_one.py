@@ -127,7 +127,8 @@ def train_day_one_net(latents: PipelineLatents, steps: int | None = None, crops:
     """
     convention = latents.convention
     design = net_design(latents.channels, convention.space)
-    steps, crops = steps or design.steps, crops or design.crops
+    steps = design.steps if steps is None else steps
+    crops = design.crops if crops is None else crops
     lr = design.lr if lr is None else lr
     for name, value in (("steps", steps), ("crops", crops), ("batch", batch), ("patience", patience)):
         if int(value) < 1:
