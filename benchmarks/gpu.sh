@@ -8,12 +8,14 @@
 # skipped when less than its minimum is left of GPU_SH_BUDGET, so the whole run ends inside it):
 #   tests              pytest of the CUDA tests (tests -k "cuda or gpu": test_callback's sync check, test_day_one's GPU path)
 #   first-use-net      previewer="auto"'s first use on CUDA for a full-size SD 1.5 AutoencoderKL (random weights):
-#                      closed form, then the day-one net within previewers.first_use.fit.GPU_NET_BUDGET_S (timed)
+#                      closed form, then the day-one net and upsampler within previewers.first_use.fit's
+#                      GPU_NET_BUDGET_S and GPU_UPSAMPLER_BUDGET_S (timed)
 #   overhead-fp16      python -m benchmarks.overhead --device cuda --dtype float16 (full SD 1.5 UNet step)
 #   speed-fp16         python -m benchmarks.speed --dtype float16, sd1 and flux2 (4 and 32 channels)
 #   torchrun           an nccl all-reduce + DDP smoke test and a fit, both under `torchrun --nproc_per_node=1`
-#   day-one-taesd      first use against AutoencoderTiny(taesd) on CUDA: closed form + net (DAY_ONE_BUDGET s),
-#                      scored on kodak24 beside the shipped sd1-conv (as benchmarks.day_one, which has no --device)
+#   day-one-taesd      python -m benchmarks.day_one --device cuda --upsampler: first use against AutoencoderTiny(taesd):
+#                      closed form, net and upsampler (DAY_ONE_BUDGET s each), scored on kodak24 beside the shipped
+#                      sd1-conv and sd1-upsampler
 #   speed-bf16         the same as speed-fp16 in bfloat16
 #   first-use-module   python -m benchmarks.first_use --device cuda (closed form only)
 #   overhead-fp32      python -m benchmarks.overhead --device cuda
@@ -50,11 +52,11 @@ export GPU_SH_RESULTS="$W/results"
 if [ "$DRY" = 1 ]; then
     DEVICE=cpu
     QUICK=--quick
-    DAY_ONE_BUDGET=${DAY_ONE_BUDGET:-30} DAY_ONE_COUNT=${DAY_ONE_COUNT:-2}
+    DAY_ONE_BUDGET=${DAY_ONE_BUDGET:-30} DAY_ONE_COUNT=${DAY_ONE_COUNT:-2} DAY_ONE_TINY="--steps 20 --crops 32"
 else
     DEVICE=cuda
     QUICK=
-    DAY_ONE_BUDGET=${DAY_ONE_BUDGET:-60} DAY_ONE_COUNT=${DAY_ONE_COUNT:-48}
+    DAY_ONE_BUDGET=${DAY_ONE_BUDGET:-60} DAY_ONE_COUNT=${DAY_ONE_COUNT:-48} DAY_ONE_TINY=
 fi
 export GPU_SH_DEVICE="$DEVICE"
 
@@ -158,7 +160,8 @@ PYEOF
 cat >"$W/py/first_use_net.py" <<'PYEOF'
 """previewer="auto"'s first use on CUDA for a full-size SD 1.5 AutoencoderKL (random weights, SD 1.5 config):
 previewers.first_use.fit.fitted_previewer fits the closed form, then (net_on_first_use: CUDA VAE) trains the day-one net
-within GPU_NET_BUDGET_S. Times each part. argv: float32|float16 (the VAE's dtype)."""
+within GPU_NET_BUDGET_S and the upsampler within GPU_UPSAMPLER_BUDGET_S. Times each part. argv: float32|float16 (the
+VAE's dtype)."""
 import os
 import sys
 import tempfile
@@ -191,100 +194,48 @@ with warnings.catch_warnings(record=True) as caught:
 first_use_s = time.perf_counter() - start
 notes += [f"warning: {w.message}" for w in caught if "latent-preview" in str(w.message)]
 entries = first_use.cached_entries(latents, folder)
-if "net" not in entries:
-    notes.append(f"first use trained no net (net_on_first_use: {first_use.net_on_first_use(latents)}); "
-                 "trained explicitly with train_day_one_net")
-    from training.day_one import train_day_one_net
+from training.day_one import train_day_one_net, train_day_one_upsampler  # noqa: E402
 
-    kwargs = dict(steps=20, crops=16) if dry else {}
-    entries["net"] = train_day_one_net(latents, budget_s=first_use.GPU_NET_BUDGET_S, device=device, folder=folder,
-                                       **kwargs)
-closed, net = entries["closed_form"], entries.get("net")
-r = net.meta["recipe"]
-result = r["result"]
-adam_s = r["seconds"] - r["pairs_seconds"]
-data = r.get("data") if isinstance(r.get("data"), dict) else {}
-crops = data.get("crops", {}).get("count", "?") if isinstance(data.get("crops"), dict) else "?"
+for role, train, budget in (("net", train_day_one_net, first_use.GPU_NET_BUDGET_S),
+                            ("upsampler", train_day_one_upsampler, first_use.GPU_UPSAMPLER_BUDGET_S)):
+    if role not in entries:
+        notes.append(f"first use trained no {role} (net_on_first_use: {first_use.net_on_first_use(latents)}, "
+                     f"upsampler_on_first_use: {first_use.upsampler_on_first_use(latents)}); trained explicitly")
+        kwargs = dict(steps=20, crops=16) if dry else {}
+        entries[role] = train(latents, budget_s=budget, device=device, folder=folder, **kwargs)
+closed = entries["closed_form"]
+
+
+def parts(role):
+    r = entries[role].meta["recipe"]
+    result, adam_s = r["result"], r["seconds"] - r["pairs_seconds"]
+    data = r.get("data") if isinstance(r.get("data"), dict) else {}
+    crops = data.get("crops", {}).get("count", "?") if isinstance(data.get("crops"), dict) else "?"
+    return [
+        f"| {role}: pairs ({crops} crops encoded + decoded{', plus the held-out ones' if role == 'net' else ', cached'}) "
+        f"| {r['pairs_seconds']:.1f} | |",
+        f"| {role}: Adam | {adam_s:.1f} | {result['steps']} steps ({result['steps'] / max(adam_s, 1e-9):.0f}/s), best "
+        f"at {result['best_step']}, stopped early: {result['stopped_early']}, budget {r.get('budget_s')} s |",
+        f"| {role}: whole | {r['seconds']:.1f} | held-out PSNR {entries[role].meta['metrics']['clean']['psnr']:.2f} dB; "
+        f"goal: under 120 s on a GPU: {'met' if r['seconds'] < 120 else 'NOT met'} |",
+    ]
+
+
 lines = [
     f"# First use on {device.type}: SD 1.5 AutoencoderKL ({dtype_name}, random weights)", "",
     f"On {machine(device, dtype)}. `previewers.first_use.fit.fitted_previewer` as `previewer=\"auto\"` runs it on first "
     f"use (fresh cache folder); the VAE's random weights make the PSNRs meaningless, the seconds are the point.", "",
     "| part | seconds | detail |", "|---|---|---|",
-    f"| whole first use (closed form + net) | {first_use_s:.1f} | kept: {chosen.family} |",
+    f"| whole first use (closed form, net, upsampler) | {first_use_s:.1f} | kept: {chosen.family} |",
     f"| closed form | {closed.meta['recipe']['seconds']} | {closed.family}, held-out PSNR "
     f"{closed.meta['metrics']['clean']['psnr']:.2f} dB |",
-    f"| net: pairs ({crops} crops encoded + decoded, plus the held-out ones) | {r['pairs_seconds']:.1f} | |",
-    f"| net: Adam | {adam_s:.1f} | {result['steps']} steps ({result['steps'] / max(adam_s, 1e-9):.0f}/s), best at "
-    f"{result['best_step']}, stopped early: {result['stopped_early']}, budget {r.get('budget_s')} s |",
-    f"| net: whole | {r['seconds']:.1f} | held-out PSNR {net.meta['metrics']['clean']['psnr']:.2f} dB; goal: under "
-    f"120 s on a GPU: {'met' if r['seconds'] < 120 else 'NOT met'} |", "",
+    *parts("net"), *parts("upsampler"), "",
     *(f"- {n}" for n in notes),
 ]
 text = "\n".join(lines) + "\n"
 print(text)
 suffix = "" if dtype_name == "float32" else f"-{dtype_name}"
 Path(os.environ["GPU_SH_RESULTS"], f"first-use-net-{device.type}{suffix}.md").write_text(text)
-PYEOF
-
-cat >"$W/py/day_one_taesd.py" <<'PYEOF'
-"""benchmarks.day_one on CUDA (that module trains on the CPU and has no --device): first use against
-AutoencoderTiny(taesd) with the closed form, the day-one net within argv[2] seconds, then kodak24 scoring beside the
-shipped conv nets. argv: teacher budget_s count."""
-import os
-import sys
-import tempfile
-import time
-from pathlib import Path
-
-import diffusers
-import torch
-
-os.environ["LATENT_PREVIEW_FIRST_USE_NET"] = "0"  # the net is trained below, with this run's budget
-
-import previewers  # noqa: E402
-from benchmarks.day_one import SHARED, TEACHERS, autoencoder_tiny  # noqa: E402
-from benchmarks.timing import machine  # noqa: E402
-from previewers.pipelines.latents import bind_vae  # noqa: E402
-from previewers.first_use.fit import fitted_previewer  # noqa: E402
-from training.day_one import train_day_one_net  # noqa: E402
-from training.evaluate import evaluate, held_out, markdown  # noqa: E402
-from training.teachers import load_teacher  # noqa: E402
-
-dry = os.environ.get("GPU_SH_DRY") == "1"
-device = torch.device(os.environ.get("GPU_SH_DEVICE", "cuda"))
-name, budget, count = sys.argv[1], float(sys.argv[2]), int(sys.argv[3])
-space, _, noise = TEACHERS[name]
-scheduler = diffusers.DDPMScheduler() if noise == "ddpm" else diffusers.FlowMatchEulerDiscreteScheduler()
-latents = bind_vae(autoencoder_tiny(name).to(device))
-cache = Path(tempfile.mkdtemp(prefix="day-one-"))
-start = time.perf_counter()
-closed = fitted_previewer(latents, folder=cache)
-closed_s = time.perf_counter() - start
-kwargs = dict(steps=20, crops=32) if dry else {}
-net = train_day_one_net(latents, budget_s=budget, device=device, scheduler=scheduler, folder=cache, **kwargs)
-total_s = time.perf_counter() - start
-decoder = SHARED / "models" / "teachers" / f"{name}_decoder.safetensors"
-teacher = load_teacher(decoder, device=str(device))
-held = held_out(teacher, SHARED / "data" / "kodak24", size=256, count=count, progress=False)
-modules = {"day-one net (GPU)": net.cpu(), f"day-one closed form ({closed.family})": closed.cpu(),
-           **{f"shipped {n}": previewers.load(n) for n in (f"{space}-conv", f"{space}-conv-fast", f"{space}-affine")}}
-rows = evaluate(modules, held, progress=False)
-by = {r.name: r for r in rows}
-gap = by[f"shipped {space}-conv"].clean["psnr"] - by["day-one net (GPU)"].clean["psnr"]
-r = net.meta["recipe"]
-result = r["result"]
-images = sorted(p.name for p in (SHARED / "data" / "kodak24").glob("*.png"))
-note = (f"`benchmarks/gpu.sh` step day-one-taesd on {machine(device, torch.float32)}. Pipeline VAE: AutoencoderTiny "
-        f"holding {name}'s trained weights, on {device.type}. Whole day-one fit {total_s:.0f} s: closed form "
-        f"{closed_s:.1f} s (held-out crops PSNR {closed.meta['metrics']['clean']['psnr']:.2f} dB), net "
-        f"{r['seconds']:.0f} s of a {budget:g} s budget (pairs {r['pairs_seconds']:.0f} s; {result['steps']} Adam "
-        f"steps, best at {result['best_step']}, stopped early: {result['stopped_early']}; held-out crops PSNR "
-        f"{net.meta['metrics']['clean']['psnr']:.2f} dB). On kodak24 ({len(held.clean)} 256² tiles of "
-        f"{len(images)} images, latent resolution) the day-one net is {gap:+.2f} dB "
-        f"{'below' if gap > 0 else 'above'} the shipped {space}-conv (goal: within 1 dB).")
-table = markdown(rows, title=f"{name}: day-one fit on {device.type} against AutoencoderTiny({name})", note=note)
-print(table)
-Path(os.environ["GPU_SH_RESULTS"], f"day-one-{name}-{device.type}.md").write_text(table)
 PYEOF
 
 cat >"$W/py/nccl_smoke.py" <<'PYEOF'
@@ -397,13 +348,15 @@ bundle
 
 R="$W/results"
 step tests 120 40 "$PY" -m pytest -q -p no:cacheprovider --continue-on-collection-errors tests -k "cuda or gpu" -rs
-step first-use-net 220 150 "$PY" "$W/py/first_use_net.py" float32
+step first-use-net 330 260 "$PY" "$W/py/first_use_net.py" float32
 step overhead-fp16 150 60 "$PY" -m benchmarks.overhead --device "$DEVICE" --dtype float16 $QUICK \
     --out "$R/overhead-$DEVICE-float16.md"
 step speed-fp16 120 50 "$PY" -m benchmarks.speed --device "$DEVICE" --dtype float16 --spaces sd1 flux2 $QUICK \
     --out "$R/speed-$DEVICE-float16-sd1-flux2.md"
 step torchrun 90 40 bash -c torchrun_step
-step day-one-taesd 150 $((DAY_ONE_BUDGET + 50)) "$PY" "$W/py/day_one_taesd.py" taesd "$DAY_ONE_BUDGET" "$DAY_ONE_COUNT"
+step day-one-taesd 220 $((2 * DAY_ONE_BUDGET + 50)) "$PY" -m benchmarks.day_one --teacher taesd --device "$DEVICE" \
+    --budget "$DAY_ONE_BUDGET" --count "$DAY_ONE_COUNT" --validate '' --upsampler $DAY_ONE_TINY \
+    --out "$R/day-one-taesd-$DEVICE.md"
 step speed-bf16 120 50 "$PY" -m benchmarks.speed --device "$DEVICE" --dtype bfloat16 --spaces sd1 flux2 $QUICK \
     --out "$R/speed-$DEVICE-bfloat16-sd1-flux2.md"
 if [ "$DRY" = 1 ]; then  # no --quick: the full SD 1.5 VAE fit takes minutes on a CPU; check that it starts
@@ -416,7 +369,7 @@ step speed-fp16-rest 150 60 "$PY" -m benchmarks.speed --device "$DEVICE" --dtype
     $QUICK --out "$R/speed-$DEVICE-float16-sdxl-sd3-flux1.md"
 step speed-bf16-rest 150 60 "$PY" -m benchmarks.speed --device "$DEVICE" --dtype bfloat16 --spaces sdxl sd3 flux1 \
     $QUICK --out "$R/speed-$DEVICE-bfloat16-sdxl-sd3-flux1.md"
-step first-use-net-fp16 220 150 "$PY" "$W/py/first_use_net.py" float16
+step first-use-net-fp16 330 260 "$PY" "$W/py/first_use_net.py" float16
 
 # ---------------------------------------------------------------------------------------------------------------
 # summary

@@ -1,5 +1,6 @@
-"""Day-one nets (issue 29): `latent-preview fit --pipeline DIR` caches the closed form and the conv net for the
-pipeline's own VAE, `previewer="auto"` takes the better of the two by held-out PSNR, killed fits resume.
+"""Day-one nets (issue 29): `latent-preview fit --pipeline DIR` caches the closed form and the conv net (and with
+--upsampler the upsampler) for the pipeline's own VAE, `previewer="auto"` takes the better by held-out scores, killed
+fits resume.
 
 A tiny random Qwen-Image pipeline (2x VAE, 32-px crops) with a few Adam steps. The VAE runs once, for the module:
 every test starts from a copy of that fit's cache (pairs included), so it only trains or reads.
@@ -158,7 +159,83 @@ def test_the_python_call_and_its_budget(folder):
     assert net.meta["recipe"]["budget_s"] == 0.001
 
 
+@pytest.mark.slow
+def test_the_day_one_upsampler_is_cached_with_what_auto_chooses_by(folder, monkeypatch):
+    import training.data
+    from previewers.cli import main
+    from previewers.first_use.fit import cache_path, upsampler_path
+    from previewers.models.card import WeightCard
+    from training.day_one import upsampler_design
+
+    pipe, pipe_dir = folder
+    latents = bind(pipe)
+    closed_path, net_path = entries(pipe)
+    # the net's cached pairs answer (same crops): the VAE encodes and decodes no training crop again
+    monkeypatch.setattr(training.data, "_compute_shard", lambda *a, **k: pytest.fail("pairs made again"))
+    assert main(["fit", "--pipeline", str(pipe_dir), *FAST, "--upsampler"]) == 0
+    path = upsampler_path(cache_path(latents))
+    up = load_file(path)
+    design = upsampler_design(latents.channels, latents.convention.space, latents.factor)
+    assert up.family == "upsampler" and up.scale == latents.factor and up.args["stages"] == design.args["stages"]
+    assert up.meta["recipe"]["result"]["steps"] == 4 and up.meta["recipe"]["training"]["loss"] == "l1-gradient"
+    card, closed = WeightCard.of(up), WeightCard.of(load_file(closed_path))
+    assert card.metrics.held_out == closed.metrics.held_out  # the same held-out crops as the other entries
+    full = card.metrics.full_res
+    assert full.ceiling.teacher_ms > 0 and card.metrics.ms_per_64x64 > 0
+    assert 5 < full.ceiling.clean.psnr < 100 and 5 < full.pooled.clean.psnr < 100
+
+    # auto takes it from the cache where its card says it beats the ceiling at its cost, else the best latent entry
+    import previewers.first_use.fit
+
+    monkeypatch.setattr(previewers.first_use.fit, "fit_for_vae", lambda *a, **k: pytest.fail("fitted instead of cached"))
+    for beats in (True, False):
+        metrics = card.metrics.to_dict()
+        metrics["clean"]["psnr"] = full.ceiling.clean.psnr + (2.0 if beats else 0.5)
+        metrics["full_res"]["pooled"]["clean"]["psnr"] = 100.0
+        metrics["full_res"]["ceiling"]["teacher_ms"] = 10 * card.metrics.ms_per_64x64
+        save(up, path, metrics=metrics)
+        cb = PreviewCallback.for_pipeline(pipe, height=SIZE, width=SIZE)
+        assert (cb.previewer.family == "upsampler") == beats
+        if beats:
+            assert cb.previewer.meta == load_file(path).meta
+
+
+def test_upsampler_design_per_width_and_factor():
+    from training.day_one import net_design, upsampler_design
+
+    assert upsampler_design(4, "sd1", 8).args["stages"] == [64, 32, 16]
+    assert upsampler_design(16, "sd3", 8).args["stages"] == [32, 16, 8]
+    flux2 = upsampler_design(32, "flux2", 8)
+    assert flux2.args["stages"] == [64, 32, 16] and flux2.args["base"] == 5
+    assert upsampler_design(16, None, 16).args["stages"] == [32, 16, 8, 8]
+    assert upsampler_design(4, None, 8).crops == net_design(4).crops  # the net's pairs serve it
+    with pytest.raises(ValueError, match="6x is not a power of two"):
+        upsampler_design(4, None, 6)
+
+
+def test_auto_takes_an_upsampler_only_where_it_pays():
+    from previewers.first_use.fit import best_entry
+    from previewers.models.families import build
+
+    def scored(family, psnr, **more):
+        previewer = build(family, 4, **({"width": 8, "depth": 1, "stages": [8]} if family == "upsampler" else {}))
+        previewer.meta = {"metrics": {"clean": {"psnr": psnr}, **more}}
+        return previewer
+
+    def upsampler(psnr=28.0, pooled=30.0, ceiling=26.0, ms=1.0, teacher_ms=20.0):
+        return scored("upsampler", psnr, ms_per_64x64=ms, full_res={
+            "pooled": {"clean": {"psnr": pooled}}, "ceiling": {"clean": {"psnr": ceiling}, "teacher_ms": teacher_ms}})
+
+    closed, net = scored("affine", 25.0), scored("conv", 30.2)
+    assert best_entry({"closed_form": closed, "net": net, "upsampler": upsampler()}).family == "upsampler"
+    assert best_entry({"closed_form": closed, "upsampler": upsampler()}).family == "upsampler"
+    for worse in ({"ceiling": 27.5}, {"pooled": 29.0}, {"teacher_ms": 5.0}):  # no detail, off colours, too costly
+        assert best_entry({"closed_form": closed, "net": net, "upsampler": upsampler(**worse)}) is net
+    assert best_entry({"closed_form": closed, "upsampler": scored("upsampler", 40.0)}) is closed  # no full_res
+
+
 @pytest.mark.parametrize("argv, message", [
+    (["--no-net", "--upsampler"], "--upsampler trains after the net; it cannot go with --no-net"),
     (["--net-steps", "0"], "--net-steps must be at least 1, got 0"),
     (["--net-crops", "-3"], "--net-crops must be at least 1, got -3"),
     (["--net-budget", "0"], "--net-budget must be positive"),
@@ -179,6 +256,8 @@ def test_net_options_need_a_pipeline_folder(capsys):
 
     assert main(["fit", "--net-steps", "5", "--teacher", "x", "--space", "sd1", "--family", "conv", "--out", "x"]) == 2
     assert "--net-steps goes with --pipeline DIR" in capsys.readouterr().err
+    assert main(["fit", "--upsampler", "--teacher", "x", "--space", "sd1", "--family", "conv", "--out", "x"]) == 2
+    assert "--upsampler goes with --pipeline DIR" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -203,7 +282,7 @@ def test_the_python_call_refuses_a_zero_schedule(saved, option):
 
 
 def test_first_use_trains_a_net_only_on_a_gpu(saved, monkeypatch):
-    from previewers.first_use.fit import net_on_first_use
+    from previewers.first_use.fit import net_on_first_use, upsampler_on_first_use
 
     pipe, _ = saved
     latents = bind(pipe)
@@ -212,8 +291,11 @@ def test_first_use_trains_a_net_only_on_a_gpu(saved, monkeypatch):
     assert not net_on_first_use(latents)  # a GPU, but the VAE is on the CPU
     monkeypatch.setattr(type(pipe.vae), "device", property(lambda self: torch.device("cuda", 0)))
     assert net_on_first_use(latents)
+    assert upsampler_on_first_use(latents)  # an image pipeline, a 2x VAE
+    monkeypatch.setattr(type(latents), "factor", property(lambda self: 6))
+    assert not upsampler_on_first_use(latents)
     monkeypatch.setenv("LATENT_PREVIEW_FIRST_USE_NET", "0")
-    assert not net_on_first_use(latents)
+    assert not net_on_first_use(latents) and not upsampler_on_first_use(latents)
 
 
 def test_previewers_still_import_without_training():

@@ -1,14 +1,14 @@
 """`latent-preview fit --pipeline DIR`: the fit `previewer="auto"` does on first use, run offline for a
 local diffusers pipeline folder, so that the first generation starts with the cache already filled; then the
 day-one conv net against the same VAE (training/day_one.py), cached beside it, which `auto` takes from then on
-when it scores higher on the held-out crops."""
+when it scores higher on the held-out crops; with `upsampler`, the day-one upsampler too."""
 
 import json
 from pathlib import Path
 
 import diffusers
 
-from previewers.first_use.fit import cache_path, cached_entries, fitted_previewer, net_path
+from previewers.first_use.fit import cache_path, cached_entries, fitted_previewer, net_path, upsampler_path
 from previewers.models.weightfile import save
 from previewers.pipelines.latents import bind
 from training.adam import resolve_device
@@ -36,17 +36,21 @@ def load_vae_only(folder) -> "diffusers.DiffusionPipeline":
 
 def fit_pipeline_folder(folder, device: str = "auto", space=None, out=None, net: bool = True,
                         net_steps: int | None = None, net_crops: int | None = None, budget_s: float | None = None,
-                        resume: bool = False, progress: bool = True):
-    """Fit (again) the first-use previewer for the pipeline in `folder`, then (with `net`) train the day-one net;
-    returns (previewer, cache file): the net and its entry when it was trained, else the closed form and its.
+                        resume: bool = False, upsampler: bool = False, progress: bool = True):
+    """Fit (again) the first-use previewer for the pipeline in `folder`, then (with `net`) train the day-one net and
+    (with `upsampler`) the day-one upsampler; returns (previewer, cache file): the last one trained and its entry
+    (the upsampler, the net, else the closed form).
     `space`: the shipped space its latents are in, when its VAE's config does not say; `out`: also save the
     returned previewer there; net_steps/net_crops/budget_s: the net's Adam steps, crops and wall-clock budget
     (defaults: training.day_one.net_design's for the latent width); `resume`: continue a killed net fit from its
-    checkpoint (the closed form is kept when it is cached)."""
-    from training.day_one import train_day_one_net
+    checkpoint (the closed form is kept when it is cached). net_steps, net_crops and budget_s apply to the upsampler
+    too (its default steps: upsampler_design's; the same crops share the net's cached pairs)."""
+    from training.day_one import train_day_one_net, train_day_one_upsampler
 
     if resume and not net:
         raise ValueError("--resume continues the net's fit; it cannot go with --no-net")
+    if upsampler and not net:
+        raise ValueError("--upsampler trains after the net; it cannot go with --no-net")
     for flag, value in (("--net-steps", net_steps), ("--net-crops", net_crops)):
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
@@ -68,6 +72,11 @@ def fit_pipeline_folder(folder, device: str = "auto", space=None, out=None, net:
                                       device=device, resume=resume, scheduler=getattr(pipe, "scheduler", None),
                                       progress=progress)
         cached = net_path(cached)
+    if upsampler:
+        previewer = train_day_one_upsampler(latents, steps=net_steps, crops=net_crops, budget_s=budget_s,
+                                            device=device, resume=resume,
+                                            scheduler=getattr(pipe, "scheduler", None), progress=progress)
+        cached = upsampler_path(cache_path(latents))
     if out is not None:
         save(previewer, out)
     return previewer, cached

@@ -15,12 +15,15 @@ any process, loads it instantly. The encoded and decoded crops are cached beside
 (`previewer="fit"`) and the net fit score on the same held-out crops without running the VAE again.
 
 Day-one nets: `latent-preview fit --pipeline DIR` (training/day_one.py) also trains the space's conv net
-against the same VAE and caches it as a second entry for the same digest (`-net`); `fitted_previewer` returns
-whichever cached entry scores the higher held-out PSNR (both are scored on the same held-out crops). On a CPU the
+against the same VAE and caches it as a second entry for the same digest (`-net`), and with `--upsampler` the
+upsampler to full resolution (`-upsampler`); `fitted_previewer` returns whichever latent-resolution entry scores
+the higher held-out PSNR (all are scored on the same held-out crops), or the upsampler where its full-resolution
+scores say it is the better preview at its cost (previewers.pipelines.resolve.upsampler_is_better). On a CPU the
 first use fits only the closed form (seconds to a few minutes, never a net). On a GPU (`torch.cuda.is_available()`
 and the VAE on CUDA) with the `training` package importable, the first use also trains the net within
-GPU_NET_BUDGET_S seconds (set LATENT_PREVIEW_FIRST_USE_NET=0 to turn it off): that path was written without a
-GPU to measure it on, and its time is an untested budget, not a measurement.
+GPU_NET_BUDGET_S seconds and, for image VAEs, the upsampler within GPU_UPSAMPLER_BUDGET_S (set
+LATENT_PREVIEW_FIRST_USE_NET=0 to turn both off): that path was written without a GPU to measure it on, and its
+times are untested budgets, not measurements.
 """
 
 import importlib.util
@@ -46,6 +49,7 @@ from previewers.models.card import FIRST_USE_IMAGES, HeldOutSet, Metrics, Scores
 from previewers.models.families import Previewer, build
 from previewers.models.weightfile import load_file, save
 from previewers.pipelines.latents import PipelineLatents
+from previewers.pipelines.resolve import upsampler_is_better
 
 IMAGES = Path(__file__).resolve().parent / "fit_images"
 HELD_OUT = ("coffee", "rocket")  # photos whose crops only score the fits (closed form and net alike)
@@ -57,8 +61,11 @@ TRAIN_CROPS = 24  # closed-form training crops, spread over the other photos: wi
 BATCH = 4  # crops per VAE call
 FIT_VERSION = 3  # bump when the recipe changes: older cache entries are then ignored (3: 18 photos, cached pairs)
 NET_SUFFIX = "-net"  # the day-one net's cache entry: <closed-form entry's stem>-net.safetensors
+UPSAMPLER_SUFFIX = "-upsampler"  # the day-one upsampler's: <closed-form entry's stem>-upsampler.safetensors
 PAIRS_SUFFIX = "-first-use"  # pairs/<stem>-first-use: the closed form's encoded/decoded crops, train and held out
 GPU_NET_BUDGET_S = 120.0  # first use on a GPU: the net's whole fit (pairs and training); NOT measured (no GPU yet)
+GPU_UPSAMPLER_BUDGET_S = 120.0  # then the upsampler's (its pairs are the net's, cached); NOT measured either
+PAIR_KEYS = {"train_x", "train_y", "held_x", "held_y", "held_full"}
 
 
 def cache_path(latents: PipelineLatents, folder: Path | None = None) -> Path:
@@ -73,6 +80,11 @@ def cache_path(latents: PipelineLatents, folder: Path | None = None) -> Path:
 def net_path(path: Path) -> Path:
     """The day-one net's cache entry beside the closed form's entry `path` (same VAE digest and recipe)."""
     return path.with_name(path.stem + NET_SUFFIX + path.suffix)
+
+
+def upsampler_path(path: Path) -> Path:
+    """The day-one upsampler's cache entry beside the closed form's entry `path`."""
+    return path.with_name(path.stem + UPSAMPLER_SUFFIX + path.suffix)
 
 
 def pairs_path(path: Path) -> Path:
@@ -109,19 +121,20 @@ def crops(side: int, seed: int = 0) -> dict[str, torch.Tensor]:
     return out
 
 
-def pairs(latents: PipelineLatents, images: torch.Tensor, bar) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N, 3, H, W) → model-space latents (N, C, h, w) float32 and the pipeline's decode of
-    them area-pooled to (N, 3, h, w) (unclamped targets are what the least squares wants; decodes
-    of a diffusers VAE are clamped to [0, 1] like the pipeline's image)."""
-    xs, ys = [], []
+def pairs(latents: PipelineLatents, images: torch.Tensor, bar) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Images (N, 3, H, W) → model-space latents (N, C, h, w) float32, the pipeline's decode of them
+    area-pooled to (N, 3, h, w) (unclamped targets are what the least squares wants; decodes of a diffusers VAE
+    are clamped to [0, 1] like the pipeline's image), and that decode at full resolution, (N, 3, H, W) float16."""
+    xs, ys, full = [], [], []
     for a in range(0, len(images), BATCH):
         frames = latents.encode(images[a:a + BATCH])  # (b, 1, C, h, w)
-        decoded = latents.decode(frames)[:, 0]  # (b, 3, H, W)
+        decoded = latents.decode(frames)[:, 0].float().cpu()  # (b, 3, H, W)
         x = frames[:, 0].float().cpu()
         xs.append(x)
-        ys.append(F.adaptive_avg_pool2d(decoded.float().cpu(), x.shape[-2:]))
+        ys.append(F.adaptive_avg_pool2d(decoded, x.shape[-2:]))
+        full.append(decoded.half())
         bar.update(len(x))
-    return torch.cat(xs), torch.cat(ys)
+    return torch.cat(xs), torch.cat(ys), torch.cat(full)
 
 
 def mean_psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
@@ -132,16 +145,17 @@ def mean_psnr(pred: torch.Tensor, target: torch.Tensor) -> float:
 
 def first_use_pairs(latents: PipelineLatents, progress: bool = True, folder: Path | None = None,
                     refresh: bool = False) -> dict[str, torch.Tensor]:
-    """{"train_x", "train_y", "held_x", "held_y"}: the closed form's training crops and the held-out crops every
-    fit for this VAE is scored on, encoded and decoded by `latents` (pairs()); made once per VAE and convention and
-    cached (pairs_path), unless `refresh`."""
+    """{"train_x", "train_y", "held_x", "held_y", "held_full"}: the closed form's training crops and the held-out
+    crops every fit for this VAE is scored on (latents, pooled decodes and, for upsamplers, full-resolution ones),
+    encoded and decoded by `latents` (pairs()); made once per VAE and convention and cached (pairs_path), unless
+    `refresh`."""
     from tqdm import tqdm
 
     path = pairs_path(cache_path(latents, folder))
     if path.is_file() and not refresh:
         try:
             cached = load_tensors(path)
-            if set(cached) == {"train_x", "train_y", "held_x", "held_y"}:
+            if set(cached) == PAIR_KEYS:
                 return cached
         except Exception:  # a torn or foreign file is recomputed, not trusted
             pass
@@ -152,10 +166,10 @@ def first_use_pairs(latents: PipelineLatents, progress: bool = True, folder: Pat
     vae_name = type(latents.vae).__name__
     with tqdm(total=total, unit="crop", disable=not progress,
               desc=f"latent-preview: fitting a previewer to {vae_name} (first use, cached afterwards); encode+decode") as bar:
-        train_x, train_y = pairs(latents, torch.cat([photos[n] for n in train_names]), bar)
-        held_x, held_y = pairs(latents, torch.cat([photos[n] for n in HELD_OUT]), bar)
+        train_x, train_y, _ = pairs(latents, torch.cat([photos[n] for n in train_names]), bar)
+        held_x, held_y, held_full = pairs(latents, torch.cat([photos[n] for n in HELD_OUT]), bar)
     out = {"train_x": train_x.contiguous(), "train_y": train_y.contiguous(), "held_x": held_x.contiguous(),
-           "held_y": held_y.contiguous()}
+           "held_y": held_y.contiguous(), "held_full": held_full.contiguous()}
     try:
         with atomic_write(path) as tmp:
             save_tensors(out, str(tmp))
@@ -227,10 +241,11 @@ def held_out_psnr(previewer) -> float:
 
 
 def cached_entries(latents: PipelineLatents, folder: Path | None = None) -> dict[str, Previewer]:
-    """{"closed_form": ..., "net": ...}: the cache entries for this VAE that load (damaged ones are left out)."""
+    """{"closed_form": ..., "net": ..., "upsampler": ...}: the cache entries for this VAE that load (damaged ones
+    are left out)."""
     path = cache_path(latents, folder)
     out = {}
-    for role, entry in (("closed_form", path), ("net", net_path(path))):
+    for role, entry in (("closed_form", path), ("net", net_path(path)), ("upsampler", upsampler_path(path))):
         if entry.is_file():
             try:
                 out[role] = load_file(entry)
@@ -240,14 +255,19 @@ def cached_entries(latents: PipelineLatents, folder: Path | None = None) -> dict
 
 
 def best_entry(entries: dict[str, Previewer]) -> Previewer:
-    """The entry with the higher held-out PSNR (its card's metrics); the closed form on a tie."""
-    order = [entries[k] for k in ("closed_form", "net") if k in entries]
-    return max(order, key=held_out_psnr)
+    """The latent-resolution entry with the higher held-out PSNR (its card's metrics; the closed form on a tie), or
+    the upsampler where its card says it is the better preview at its cost beside that one (upsampler_is_better)."""
+    latent = max((entries[k] for k in ("closed_form", "net") if k in entries), key=held_out_psnr)
+    upsampler = entries.get("upsampler")
+    if upsampler is not None and upsampler_is_better(WeightCard.of(upsampler).metrics, WeightCard.of(latent).metrics):
+        return upsampler
+    return latent
 
 
 def net_on_first_use(latents: PipelineLatents) -> bool:
-    """Whether the first use also trains the day-one net: only with a CUDA GPU holding the VAE, the `training`
-    package importable and LATENT_PREVIEW_FIRST_USE_NET not "0". Never on a CPU, where it would block for minutes."""
+    """Whether the first use also trains the day-one nets: only with a CUDA GPU holding the VAE, the `training`
+    package importable and LATENT_PREVIEW_FIRST_USE_NET not "0". Never on a CPU, where it would block for minutes
+    (the upsampler for hours)."""
     if os.environ.get("LATENT_PREVIEW_FIRST_USE_NET", "1") == "0" or not torch.cuda.is_available():
         return False
     device = getattr(latents.vae, "device", None)
@@ -259,15 +279,25 @@ def net_on_first_use(latents: PipelineLatents) -> bool:
         return False
 
 
+def upsampler_on_first_use(latents: PipelineLatents) -> bool:
+    """Whether the first use also trains the day-one upsampler: as net_on_first_use, for image pipelines (each
+    frame of a video would cost a full-resolution preview) whose VAE's spatial factor is a power of two."""
+    convention, factor = latents.convention, latents.factor
+    return (net_on_first_use(latents) and convention.temporal == 1 and not convention.frames_kwarg
+            and factor >= 2 and factor & (factor - 1) == 0)
+
+
 def fitted_previewer(latents: PipelineLatents, refit: bool = False, progress: bool = True,
                      folder: Path | None = None) -> Previewer:
-    """The best cached fit for this VAE and convention by held-out PSNR (the closed form, or the day-one net once
-    `latent-preview fit --pipeline` trained it), fitting (and caching) the closed form when it is absent or when
-    `refit`. On a GPU (net_on_first_use) a missing net is trained too, within GPU_NET_BUDGET_S seconds: that path
-    imports `training` lazily and was not measured here (no GPU was available when it was written)."""
+    """The best cached fit for this VAE and convention (best_entry: the closed form, or the day-one net and
+    upsampler once `latent-preview fit --pipeline` trained them), fitting (and caching) the closed form when no
+    latent-resolution entry is cached or when `refit`. On a GPU (net_on_first_use) a missing net is trained too,
+    within GPU_NET_BUDGET_S seconds, then a missing upsampler (upsampler_on_first_use) within
+    GPU_UPSAMPLER_BUDGET_S: that path imports `training` lazily and was not measured here (no GPU was available
+    when it was written)."""
     path = cache_path(latents, folder)
     entries = cached_entries(latents, folder)
-    if refit or not entries:
+    if refit or not entries.keys() & {"closed_form", "net"}:
         entries["closed_form"] = fit_for_vae(latents, progress=progress, folder=folder)
         previewer = entries["closed_form"]
         try:
@@ -280,12 +310,18 @@ def fitted_previewer(latents: PipelineLatents, refit: bool = False, progress: bo
             print(f"latent-preview: fitted {previewer.family} for {type(latents.vae).__name__} in "
                   f"{card.recipe['seconds']} s, held-out PSNR {card.metrics.clean.psnr:.1f} dB "
                   f"(constant colour {card.metrics.constant_colour.psnr:.1f} dB); cached as {path}", file=sys.stderr)
-    if "net" not in entries and net_on_first_use(latents):
-        from training.day_one import train_day_one_net  # lazily: only here, only on a GPU
+    if net_on_first_use(latents):
+        from training.day_one import train_day_one_net, train_day_one_upsampler  # lazily: only here, only on a GPU
 
-        try:
-            entries["net"] = train_day_one_net(latents, budget_s=GPU_NET_BUDGET_S, progress=progress, folder=folder)
-        except Exception as e:  # the closed form is a working preview: a failed net must not end the run
-            warnings.warn(f"latent-preview: training the day-one net on the GPU failed ({type(e).__name__}: {e}); "
-                          "previewing with the closed-form fit", stacklevel=2)
+        wanted = [("net", train_day_one_net, GPU_NET_BUDGET_S)]
+        if upsampler_on_first_use(latents):
+            wanted.append(("upsampler", train_day_one_upsampler, GPU_UPSAMPLER_BUDGET_S))
+        for role, train, budget in wanted:
+            if role in entries:
+                continue
+            try:
+                entries[role] = train(latents, budget_s=budget, progress=progress, folder=folder)
+            except Exception as e:  # the closed form is a working preview: a failed net must not end the run
+                warnings.warn(f"latent-preview: training the day-one {role} on the GPU failed ({type(e).__name__}: "
+                              f"{e}); previewing with what is cached", stacklevel=2)
     return best_entry(entries)

@@ -24,6 +24,11 @@ def add_arguments(parser):
                                 "A command to leave running: progress bars show the time left")
     first_use.add_argument("--no-net", action="store_true",
                            help="with --pipeline: fit the closed form only (seconds to minutes), no net")
+    first_use.add_argument("--upsampler", action="store_true",
+                           help="with --pipeline: after the net, also train the day-one upsampler to full resolution "
+                                "(the design shipped for that latent width; minutes on a GPU, hours on a CPU), which "
+                                "'auto' takes where its held-out scores beat every upscaled latent-resolution "
+                                "preview at its cost; --net-steps, --net-crops, --net-budget and --resume apply to it too")
     first_use.add_argument("--net-steps", type=int,
                            help="with --pipeline: Adam steps of the net (default: training/day_one.py's for the latent width; "
                                 "early stopping may end sooner)")
@@ -222,14 +227,15 @@ def run(args) -> int:
 
         previewer, cached = fit_pipeline_folder(args.pipeline, args.device, args.space, args.out, net=not args.no_net,
                                                 net_steps=args.net_steps, net_crops=args.net_crops,
-                                                budget_s=args.net_budget, resume=args.resume)
+                                                budget_s=args.net_budget, resume=args.resume,
+                                                upsampler=args.upsampler)
         from previewers.models.card import WeightCard
 
         print(f"cached {cached} ({previewer.family}, held-out PSNR {WeightCard.of(previewer).metrics.clean.psnr:.2f} dB)"
               + (f" and wrote {args.out}" if args.out else ""))
         return 0
     for flag, value in (("--no-net", args.no_net), ("--net-steps", args.net_steps), ("--net-crops", args.net_crops),
-                        ("--net-budget", args.net_budget)):
+                        ("--net-budget", args.net_budget), ("--upsampler", args.upsampler)):
         if value not in (None, False):
             raise ValueError(f"{flag} goes with --pipeline DIR")
     missing = [f"--{name}" for name in REQUIRED if not getattr(args, name)]
