@@ -63,7 +63,7 @@ class Ceiling(Card):
     """The teacher's decode area-pooled to latent resolution and upscaled back: the best any upscaled
     latent-resolution preview can score, and the teacher's own cost."""
     clean: Scores
-    teacher_ms: float  # the teacher's milliseconds per 64² latent, one CPU thread
+    teacher_ms: float  # the teacher's milliseconds per 64² latent, one CPU thread (day-one fits: the VAE's device)
     noised: Scores | None = None
 
 
@@ -98,7 +98,7 @@ class Metrics(Card):
     """A previewer's held-out scores against its teacher (training/evaluate.py as_metrics, first-use fits)."""
     clean: Scores
     noised: Scores | None = None
-    ms_per_64x64: float | None = None  # median milliseconds per 1×C×64×64 preview, one CPU thread
+    ms_per_64x64: float | None = None  # median milliseconds per 1×C×64×64 preview, one CPU thread (day-one fits: the VAE's device)
     tiles: int | None = None  # squares scored
     held_out: HeldOutSet | None = None
     constant_colour: Scores | None = None  # first-use fits: the best constant colour, the floor a fit must beat
