@@ -86,6 +86,8 @@ def main(argv=None) -> int:
     parser.add_argument("--upsampler", action="store_true",
                         help="also train the day-one upsampler (hours on a CPU without --steps/--budget) and score it "
                              "at full resolution")
+    parser.add_argument("--upsampler-steps", type=int,
+                        help="the upsampler's Adam steps (default: --steps, else training.day_one.upsampler_design's)")
     parser.add_argument("--count", type=int, help="tiles per scoring set (default: all; kodak24 has 144)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: on a shared machine two threads waiting on each other "
@@ -122,7 +124,7 @@ def main(argv=None) -> int:
         net = train_day_one_net(latents, steps=steps, crops=crops, budget_s=args.budget, device=device,
                                 scheduler=scheduler, folder=cache, images=photos)
         up = None if not args.upsampler else train_day_one_upsampler(
-            latents, steps=args.steps, crops=crops, budget_s=args.budget, device=device, scheduler=scheduler,
+            latents, steps=args.upsampler_steps or args.steps, crops=crops, budget_s=args.budget, device=device, scheduler=scheduler,
             folder=cache, images=photos)
         total_s = time.perf_counter() - start
         cpu_s = time.process_time() - cpu_start

@@ -12,8 +12,15 @@ trajectory, encoded and decoded by the pipeline's VAE exactly as the pipeline de
 are cached (training/data.py, keyed by the VAE's digest), so a killed run and later fits reuse them; Adam
 checkpoints beside the cache entry (`-net.safetensors.ckpt`) so `resume=True` continues a killed run.
 
-Python: `train_day_one_net(bind(pipe))`; command line: `latent-preview fit --pipeline DIR [--out FILE]`
-(training/pipeline_folder.py). Progress bars with a time-left estimate come from tqdm.
+The day-one upsampler (`train_day_one_upsampler`, cached as `-upsampler`) is the upsampler design
+benchmarks/fit_upsampler.sh ships, trained the same way on the same cached pairs (their full-resolution decodes),
+and scored on the held-out crops at full resolution beside the ceiling of any upscaled latent-resolution preview, so
+`auto` can apply the rule it applies to shipped upsamplers. It is meant for a GPU: on a CPU its 10,000 steps take
+hours.
+
+Python: `train_day_one_net(bind(pipe))`, `train_day_one_upsampler(bind(pipe))`; command line: `latent-preview fit
+--pipeline DIR [--upsampler] [--out FILE]` (training/pipeline_folder.py). Progress bars with a time-left estimate
+come from tqdm.
 """
 
 import platform
