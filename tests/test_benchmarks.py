@@ -189,3 +189,37 @@ def test_generalisation_base_alone_is_the_least_squares_base_and_leaves_the_file
         torch.testing.assert_close(base(x), expected, atol=1e-6, rtol=0)
         torch.testing.assert_close(p(x), before, atol=0, rtol=0)
     assert not torch.allclose(before, expected)
+
+
+def test_smoothing_folds_the_blur_into_one_conv_equal_to_the_affine_map_then_the_blur():
+    import torch.nn.functional as F
+
+    from benchmarks.smoothing import smoothed
+
+    torch.manual_seed(0)
+    ours = build("affine", 4)
+    with torch.no_grad():
+        for tensor in (ours.body.weight, ours.body.bias, ours.in_scale, ours.in_shift):
+            tensor.normal_(0, 0.3)
+    kernel = torch.rand(3, 3)
+    x = torch.randn(2, 4, 9, 11)
+    with torch.no_grad():
+        rgb = ours.body(ours.normalise(x))  # the affine map unclamped, display units
+        # the tools blur RGB in [-1, 1]: display (k * (2·rgb − 1) + 1) / 2, the conv family's replicate padding
+        blurred = F.conv2d(F.pad(2 * rgb - 1, (1, 1, 1, 1), mode="replicate"), kernel.expand(3, 1, 3, 3), groups=3)
+        expected = ((blurred + 1) / 2).clamp(0, 1)
+        assert torch.allclose(smoothed(ours, kernel)(x), expected, atol=1e-5)
+
+
+def test_day_one_fit_photos_are_nested_draws_of_the_training_photos(tmp_path):
+    from benchmarks.day_one import fit_photos
+    from previewers.first_use.fit import HELD_OUT, image_names
+
+    four = {p.stem for p in fit_photos(4, tmp_path / "a").iterdir()}
+    eight = {p.stem for p in fit_photos(8, tmp_path / "b").iterdir()}
+    assert len(four) == 4 and len(eight) == 8 and four < eight and not eight & set(HELD_OUT)
+    assert all((tmp_path / "b" / f"{n}.jpg").resolve().is_file() for n in eight)
+    training = len(image_names()) - len(HELD_OUT)
+    for bad in (0, training + 1):
+        with pytest.raises(SystemExit, match=f"between 1 and {training}"):
+            fit_photos(bad, tmp_path / f"bad{bad}")
