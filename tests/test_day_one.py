@@ -160,7 +160,7 @@ def test_the_python_call_and_its_budget(folder):
 
 
 @pytest.mark.slow
-def test_the_day_one_upsampler_is_cached_with_what_auto_chooses_by(folder, monkeypatch):
+def test_the_day_one_upsampler_is_cached_with_what_auto_chooses_by(folder, monkeypatch, capsys):
     import training.data
     from previewers.cli import main
     from previewers.first_use.fit import cache_path, upsampler_path
@@ -172,7 +172,11 @@ def test_the_day_one_upsampler_is_cached_with_what_auto_chooses_by(folder, monke
     closed_path, net_path = entries(pipe)
     # the net's cached pairs answer (same crops): the VAE encodes and decodes no training crop again
     monkeypatch.setattr(training.data, "_compute_shard", lambda *a, **k: pytest.fail("pairs made again"))
-    assert main(["fit", "--pipeline", str(pipe_dir), *FAST, "--upsampler"]) == 0
+    net_written = net_path.stat().st_mtime_ns
+    # --resume keeps the net whose fit ended and trains only the upsampler
+    assert main(["fit", "--pipeline", str(pipe_dir), *FAST, "--upsampler", "--resume"]) == 0
+    assert net_path.stat().st_mtime_ns == net_written
+    assert "kept the cached day-one net" in capsys.readouterr().out
     path = upsampler_path(cache_path(latents))
     up = load_file(path)
     design = upsampler_design(latents.channels, latents.convention.space, latents.factor)

@@ -42,9 +42,10 @@ def fit_pipeline_folder(folder, device: str = "auto", space=None, out=None, net:
     (the upsampler, the net, else the closed form).
     `space`: the shipped space its latents are in, when its VAE's config does not say; `out`: also save the
     returned previewer there; net_steps/net_crops/budget_s: the net's Adam steps, crops and wall-clock budget
-    (defaults: training.day_one.net_design's for the latent width); `resume`: continue a killed net fit from its
-    checkpoint (the closed form is kept when it is cached). net_steps, net_crops and budget_s apply to the upsampler
-    too (its default steps: upsampler_design's; the same crops share the net's cached pairs)."""
+    (defaults: training.day_one.net_design's for the latent width); `resume`: continue a killed fit from its
+    checkpoint, keeping the cached entries whose fits ended (the closed form, a net before its upsampler).
+    net_steps, net_crops and budget_s apply to the upsampler too (its default steps: upsampler_design's; the same
+    crops share the net's cached pairs)."""
     from training.day_one import train_day_one_net, train_day_one_upsampler
 
     if resume and not net:
@@ -64,19 +65,22 @@ def fit_pipeline_folder(folder, device: str = "auto", space=None, out=None, net:
     if latents.convention.space is not None:
         print(f"note: {type(pipe).__name__}'s VAE matches the shipped {latents.convention.space} previewers, which "
               f"previewer='auto' uses; fitting one against it anyway")
-    refit = not (resume and "closed_form" in cached_entries(latents))
-    previewer = fitted_previewer(latents, refit=refit, progress=progress) if refit else cached_entries(latents)["closed_form"]
+    entries = cached_entries(latents)
+    refit = not (resume and "closed_form" in entries)
+    previewer = fitted_previewer(latents, refit=True, progress=progress) if refit else entries["closed_form"]
     cached = cache_path(latents)
-    if net:
-        previewer = train_day_one_net(latents, steps=net_steps, crops=net_crops, budget_s=budget_s,
-                                      device=device, resume=resume, scheduler=getattr(pipe, "scheduler", None),
-                                      progress=progress)
-        cached = net_path(cached)
-    if upsampler:
-        previewer = train_day_one_upsampler(latents, steps=net_steps, crops=net_crops, budget_s=budget_s,
-                                            device=device, resume=resume,
-                                            scheduler=getattr(pipe, "scheduler", None), progress=progress)
-        cached = upsampler_path(cache_path(latents))
+    scheduler = getattr(pipe, "scheduler", None)
+    for role, wanted, train, entry in (("net", net, train_day_one_net, net_path(cached)),
+                                       ("upsampler", upsampler, train_day_one_upsampler, upsampler_path(cached))):
+        if not wanted:
+            continue
+        if resume and role in entries and not entry.with_name(entry.name + ".ckpt").exists():
+            previewer = entries[role]  # its fit ended earlier (no checkpoint left): kept
+            print(f"kept the cached day-one {role} {entry} (--resume; without it the {role} is trained again)")
+        else:
+            previewer = train(latents, steps=net_steps, crops=net_crops, budget_s=budget_s, device=device,
+                              resume=resume, scheduler=scheduler, progress=progress)
+        cached = entry
     if out is not None:
         save(previewer, out)
     return previewer, cached

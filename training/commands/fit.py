@@ -98,7 +98,8 @@ def add_arguments(parser):
     add_device_argument(model, "device for the teacher and the Adam fits")
     model.add_argument("--resume", action="store_true",
                        help="continue an Adam fit from its checkpoint (OUT.ckpt beside each output file, written "
-                            "after every validation pass and removed when the fit ends); without it a fit starts afresh")
+                            "after every validation pass and removed when the fit ends); without it a fit starts afresh. "
+                            "With --pipeline, the cached fits that ended are kept")
     out = parser.add_argument_group("output")
     out.add_argument("--out",
                      help="output .safetensors file (one family) or folder (files named <space>-<family>[-<variant>].safetensors)")
