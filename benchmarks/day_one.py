@@ -99,7 +99,7 @@ def main(argv=None) -> int:
 
     import previewers
     from benchmarks.timing import machine
-    from previewers.first_use.fit import HELD_OUT, IMAGES, fitted_previewer
+    from previewers.first_use.fit import HELD_OUT, IMAGES, best_entry, cached_entries, fitted_previewer
     from previewers.models.card import WeightCard
     from previewers.pipelines.latents import bind_vae
     from training.day_one import net_design, train_day_one_net, train_day_one_upsampler
@@ -124,8 +124,9 @@ def main(argv=None) -> int:
         net = train_day_one_net(latents, steps=steps, crops=crops, budget_s=args.budget, device=device,
                                 scheduler=scheduler, folder=cache, images=photos)
         up = None if not args.upsampler else train_day_one_upsampler(
-            latents, steps=args.upsampler_steps or args.steps, crops=crops, budget_s=args.budget, device=device, scheduler=scheduler,
-            folder=cache, images=photos)
+            latents, steps=args.upsampler_steps or args.steps, crops=crops, budget_s=args.budget, device=device,
+            scheduler=scheduler, folder=cache, images=photos)
+        chosen = best_entry(cached_entries(latents, cache))
         total_s = time.perf_counter() - start
         cpu_s = time.process_time() - cpu_start
         trained_on = sorted(p.stem for p in photos.glob("*.jpg") if p.stem not in HELD_OUT)
@@ -159,7 +160,12 @@ def main(argv=None) -> int:
                 + ("" if up is None else
                    f" Upsampler {up.meta['recipe']['seconds']:.0f} s ({up.meta['recipe']['result']['steps']} Adam "
                    f"steps, best at {up.meta['recipe']['result']['best_step']}; held-out crops PSNR "
-                   f"{WeightCard.of(up).metrics.clean.psnr:.2f} dB at full resolution)."))
+                   f"{WeightCard.of(up).metrics.clean.psnr:.2f} dB at full resolution, pooled "
+                   f"{WeightCard.of(up).metrics.full_res.pooled.clean.psnr:.2f}, ceiling "
+                   f"{WeightCard.of(up).metrics.full_res.ceiling.clean.psnr:.2f}; "
+                   f"{WeightCard.of(up).metrics.ms_per_64x64:.1f} ms per 64² latent against the VAE's "
+                   f"{WeightCard.of(up).metrics.full_res.ceiling.teacher_ms:.1f}).")
+                + f" `auto` takes the {chosen.family} (previewers/first_use/fit.py best_entry).")
     tables = []
     for label, held in sets.items():
         rows = evaluate(modules, held, progress=False)
