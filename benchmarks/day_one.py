@@ -17,7 +17,7 @@ choices are made by.
 `--upsampler` also trains the day-one upsampler (`latent-preview fit --pipeline DIR --upsampler`: the design
 benchmarks/fit_upsampler.sh ships, on the net's pairs, with the same --steps, --crops and --budget) and scores it
 at full resolution beside the shipped upsampler, both pooled and upscaled latent-resolution previews, and the
-ceiling (training/full_res.py); meant for a GPU, where it takes minutes.
+ceiling (training/full_res.py); meant for a GPU (50 minutes on the 2-core CPU).
 
 `--fit-images N` trains the net on N of the package's 16 training photos (a seeded draw; the smaller sets are
 subsets of the larger), to size the photo set a day-one fit needs; the closed form and the held-out crops stay
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
                         help="comma-separated globs of ../shared/data/train photos to score on besides kodak24 "
                              "(default mate_*; '' for none)")
     parser.add_argument("--upsampler", action="store_true",
-                        help="also train the day-one upsampler (hours on a CPU without --steps/--budget) and score it "
+                        help="also train the day-one upsampler (about 50 min on a 2-core CPU) and score it "
                              "at full resolution")
     parser.add_argument("--upsampler-steps", type=int,
                         help="the upsampler's Adam steps (default: --steps, else training.day_one.upsampler_design's)")

@@ -15,8 +15,8 @@ checkpoints beside the cache entry (`-net.safetensors.ckpt`) so `resume=True` co
 The day-one upsampler (`train_day_one_upsampler`, cached as `-upsampler`) is the upsampler design
 benchmarks/fit_upsampler.sh ships, trained the same way on the same cached pairs (their full-resolution decodes),
 and scored on the held-out crops at full resolution beside the ceiling of any upscaled latent-resolution preview, so
-`auto` can apply the rule it applies to shipped upsamplers. It is meant for a GPU: on a CPU its 10,000 steps take
-hours.
+`auto` can apply the rule it applies to shipped upsamplers. It is meant for a GPU: against a TAESD-sized VAE on a
+2-core CPU it took 50 minutes (benchmarks/README.md, "First use and day-one nets").
 
 Python: `train_day_one_net(bind(pipe))`, `train_day_one_upsampler(bind(pipe))`; command line: `latent-preview fit
 --pipeline DIR [--upsampler] [--out FILE]` (training/pipeline_folder.py). Progress bars with a time-left estimate

@@ -267,7 +267,7 @@ def best_entry(entries: dict[str, Previewer]) -> Previewer:
 def net_on_first_use(latents: PipelineLatents) -> bool:
     """Whether the first use also trains the day-one nets: only with a CUDA GPU holding the VAE, the `training`
     package importable and LATENT_PREVIEW_FIRST_USE_NET not "0". Never on a CPU, where it would block for minutes
-    (the upsampler for hours)."""
+    (the upsampler for most of an hour)."""
     if os.environ.get("LATENT_PREVIEW_FIRST_USE_NET", "1") == "0" or not torch.cuda.is_available():
         return False
     device = getattr(latents.vae, "device", None)

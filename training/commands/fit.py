@@ -26,7 +26,7 @@ def add_arguments(parser):
                            help="with --pipeline: fit the closed form only (seconds to minutes), no net")
     first_use.add_argument("--upsampler", action="store_true",
                            help="with --pipeline: after the net, also train the day-one upsampler to full resolution "
-                                "(the design shipped for that latent width; minutes on a GPU, hours on a CPU), which "
+                                "(the design shipped for that latent width; meant for a GPU: 50 min on a 2-core CPU for a tiny VAE), which "
                                 "'auto' takes where its held-out scores beat every upscaled latent-resolution "
                                 "preview at its cost; --net-steps, --net-crops, --net-budget and --resume apply to it too")
     first_use.add_argument("--net-steps", type=int,
