@@ -262,22 +262,26 @@ def score_pooled(out: torch.Tensor, held: dict) -> float:
 
 
 @torch.inference_mode()
-def preview_and_decode_ms(previewer, latents: PipelineLatents, repeats: int = 5) -> tuple[float, float]:
+def preview_and_decode_ms(previewer, latents: PipelineLatents, repeats: int = 5,
+                          budget_s: float = 2.0) -> tuple[float, float]:
     """Median milliseconds of `previewer` and of the pipeline's decode for one 1×C×64×64 latent, both on the VAE's
-    device (CUDA synchronised) after a warm-up: what upsampler_is_better compares on the machine that will preview."""
+    device: what upsampler_is_better compares on the machine that will preview. `repeats` runs each, fewer (at least
+    one) once they take `budget_s`; on CUDA after a warm-up run, synchronised (a CPU needs no warm-up, and a decode
+    there can take a minute: a float16 VAE on a CPU)."""
     device = latents.vae.device
     x = torch.randn(1, latents.channels, 64, 64, device=device)
     module = previewer.to(device)
     times = {}
     for name, run in (("preview", lambda: module(x)), ("decode", lambda: latents.decode_unclamped(x[:, None]))):
-        samples = []
-        for i in range(repeats + 1):
+        if device.type == "cuda":
+            run()
+        samples: list[float] = []
+        while len(samples) < repeats and (not samples or sum(samples) < budget_s):
             begin = time.perf_counter()
             run()
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
-            if i:  # the first run warms up
-                samples.append(time.perf_counter() - begin)
+            samples.append(time.perf_counter() - begin)
         times[name] = round(statistics.median(samples) * 1000, 4)
     previewer.cpu()
     return times["preview"], times["decode"]
