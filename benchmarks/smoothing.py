@@ -23,18 +23,20 @@ TABLE = "sdxl/invokeai"
 
 @torch.no_grad()
 def smoothed(previewer, kernel: torch.Tensor):
-    """An affine previewer followed by `kernel` (3, 3) on each RGB channel, as one linear 3x3 conv (the bias
-    scaled by the kernel's sum, as factor_tables.as_previewer builds InvokeAI's)."""
-    from previewers.models.families import conv
+    """An affine previewer followed by `kernel` (3, 3) on each RGB channel, built as training.factor_tables builds
+    InvokeAI's preview: the previewer written as a tool's table (RGB in [-1, 1] = x · factors + bias, on
+    model-space latents) with the kernel as its smoothing."""
+    from training.factor_tables import TABLES, as_previewer
 
-    out = conv(previewer.latent_channels, channels=(), kernels=(3,))
-    layer = out.body[0]
-    weight = previewer.body.weight * previewer.in_scale.view(1, -1, 1, 1)  # (3, C, 1, 1) on model-space latents
-    bias = previewer.body.bias + (previewer.body.weight[:, :, 0, 0] * previewer.in_shift).sum(1)
-    layer.weight.copy_(weight * kernel)
-    layer.bias.copy_((bias - 0.5) * kernel.sum() + 0.5)
+    weight = previewer.body.weight[:, :, 0, 0]  # (3, C), display units, on normalised latents
+    factors = (weight * previewer.in_scale).T * 2  # (C, 3)
+    bias = (previewer.body.bias + weight @ previewer.in_shift) * 2 - 1
+    table = dataclasses.replace(TABLES[TABLE], tool="latent-preview", factors=tuple(map(tuple, factors.tolist())),
+                                bias=tuple(bias.tolist()), smooth=tuple(map(tuple, kernel.tolist())),
+                                source="this project's affine file")
+    out = as_previewer(table)
     out.meta = {}
-    return out.eval()
+    return out
 
 
 def main(argv=None) -> int:

@@ -24,7 +24,6 @@ come from tqdm.
 """
 
 import platform
-import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +51,7 @@ from previewers.pipelines.latents import PipelineLatents
 from training.adam import Training, resolve_device
 from training.crops import Crops
 from training.data import make_pairs
+from training.evaluate import median_ms
 from training.fit import fit
 from training.teachers import Teacher
 
@@ -271,17 +271,9 @@ def preview_and_decode_ms(previewer, latents: PipelineLatents, repeats: int = 5,
     device = latents.vae.device
     x = torch.randn(1, latents.channels, 64, 64, device=device)
     module = previewer.to(device)
-    times = {}
-    for name, run in (("preview", lambda: module(x)), ("decode", lambda: latents.decode_unclamped(x[:, None]))):
-        if device.type == "cuda":
-            run()
-        samples: list[float] = []
-        while len(samples) < repeats and (not samples or sum(samples) < budget_s):
-            begin = time.perf_counter()
-            run()
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            samples.append(time.perf_counter() - begin)
-        times[name] = round(statistics.median(samples) * 1000, 4)
-    previewer.cpu()
-    return times["preview"], times["decode"]
+    warmups = 1 if device.type == "cuda" else 0
+    try:
+        return tuple(median_ms(run, repeats, budget_s, least=1, warmups=warmups, device=device)
+                     for run in (lambda: module(x), lambda: latents.decode_unclamped(x[:, None])))
+    finally:
+        previewer.cpu()

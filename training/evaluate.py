@@ -166,15 +166,24 @@ def time_per_preview(module, channels: int, repeats: int = 30, budget_s: float =
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        for _ in range(2):
-            module(x)
-        times: list[float] = []
-        while len(times) < repeats and (len(times) < 5 or sum(times) < budget_s):
-            start = time.perf_counter()
-            module(x)
-            times.append(time.perf_counter() - start)
+        return median_ms(lambda: module(x), repeats, budget_s, least=5, warmups=2)
     finally:
         torch.set_num_threads(threads)
+
+
+def median_ms(run, repeats: int, budget_s: float, least: int, warmups: int, device=None) -> float:
+    """Median milliseconds of `run()` after `warmups` untimed calls: `repeats` timed calls, fewer (at least `least`)
+    once they take `budget_s`; each synchronised when `device` is a CUDA device."""
+    cuda = device is not None and torch.device(device).type == "cuda"
+    for _ in range(warmups):
+        run()
+    times: list[float] = []
+    while len(times) < repeats and (len(times) < least or sum(times) < budget_s):
+        start = time.perf_counter()
+        run()
+        if cuda:
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
     return round(statistics.median(times) * 1000, 4)
 
 
