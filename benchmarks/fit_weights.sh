@@ -23,11 +23,15 @@ source "$root/benchmarks/validation_images.sh"
 conv_val=()
 conv_lr=()
 conv_crops=()
+mlp_steps=()
 case $space in
   # sd1: four layers, the best design within the floor in benchmarks/results/frontier-cpu-sd1.md
   sd1) teacher=taesd_decoder.safetensors; context=3; net='{"channels": [32, 32, 32, 32], "kernels": [3, 3, 3, 3, 1], "base": 3}'
        why='benchmarks/results/frontier-cpu-sd1.md (8,000 steps each): residual 32-32-32-32 is the best design within the speed floor' ;;
+  # sdxl's mlp is its quadratic base (0 Adam steps): fitted with six photos held out, no mlp rose above its base on
+  # them (benchmarks/results/per-pixel-mix-cpu-sdxl.md)
   sdxl) teacher=taesdxl_decoder.safetensors; context=3; net='{"channels": [32, 32, 32, 32], "kernels": [3, 3, 3, 3, 1], "base": 3}'
+        mlp_steps=(--steps 0 --why 'benchmarks/results/per-pixel-mix-cpu-sdxl.md: validated on six photos left out of the fit, every mlp (16 to 64-64 hidden, lr 2e-3 and 2e-4, noised or clean pairs, 2,048 or 8,192 crops) kept its base (best step 0); the file fitted on a random tenth of the crops scored 0.37 dB under the quadratic on those photos')
         why='benchmarks/results/frontier-cpu-sdxl.md (8,000 steps each): residual 32-32-32-32 is the best design within the speed floor' ;;
   # sd3: four layers, the best design within the floor in benchmarks/results/frontier-cpu-sd3.md; 1x1 first (16 channels)
   sd3) teacher=taesd3_decoder.safetensors; context=3; net='{"channels": [32, 32, 32, 32], "kernels": [1, 3, 3, 3, 3], "base": 3}'
@@ -61,6 +65,6 @@ per_pixel --family linear,affine,quadratic "$@"
 fit --family conv --variant fast --args "{\"channels\": [], \"kernels\": [$context]}" "$@"
 # flux2's shipped mlp was fitted with --lr 5e-4: it never rose above its quadratic base on validation (best step 0),
 # so the file is that base; a lower lr did not move the sd1 and sdxl mlps (benchmarks/README.md).
-per_pixel --family mlp --args '{"hidden": [32, 32], "base": 2}' --steps 8000 --batch 64 --patience 30 "$@"
+per_pixel --family mlp --args '{"hidden": [32, 32], "base": 2}' --steps 8000 --batch 64 --patience 30 "${mlp_steps[@]}" "$@"
 fit --family conv --args "$net" --steps 15000 --batch 64 --patience 40 --why "$why" "${conv_val[@]}" "${conv_lr[@]}" \
   "${conv_crops[@]}" "$@"

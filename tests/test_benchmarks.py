@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -223,3 +225,50 @@ def test_day_one_fit_photos_are_nested_draws_of_the_training_photos(tmp_path):
     for bad in (0, training + 1):
         with pytest.raises(SystemExit, match=f"between 1 and {training}"):
             fit_photos(bad, tmp_path / f"bad{bad}")
+
+
+def test_per_pixel_mix_validates_on_the_photos_validation_images_sh_names():
+    import subprocess
+
+    from benchmarks import per_pixel_mix
+
+    script = Path(per_pixel_mix.__file__).parent / "validation_images.sh"
+    sourced = subprocess.run(["bash", "-c", f"source {script}; echo \"$flux1_val_images\""],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    assert per_pixel_mix.validation_globs() == sourced and "skimage_astronaut*" in sourced
+
+
+def test_per_pixel_mix_names_the_training_mix_from_the_files_metadata():
+    import previewers
+    from benchmarks.per_pixel_mix import recipe
+
+    data = {"image_count": 39, "noise_mix": 0.5, "crops": {"count": 2048, "dihedral": 0.5, "contrast": 0.5}}
+    meta = {"family": "mlp", "args": {"hidden": [32, 32], "base": 2},
+            "recipe": {"data": data, "training": {"lr": 2e-3, "steps": 8000}, "result": {"best_step": 1000}}}
+    assert recipe(meta) == "mlp 32-32, 39 images, 2048 crops, noise mix 0.5, lr 0.002, best step 1000"
+    clean = {**meta, "recipe": {**meta["recipe"], "data": {"image_count": 39, "noise_mix": 0.0,
+                                                           "crops": {"count": 512, "dihedral": 0, "contrast": 0}}}}
+    assert recipe(clean) == "mlp 32-32, 39 images, 512 crops, noise mix 0.0, no augmentation, lr 0.002, best step 1000"
+    untrained = {**meta, "recipe": {**meta["recipe"], "training": {"lr": 2e-3, "steps": 0}}}
+    assert recipe(untrained) == "mlp 32-32, 39 images, 2048 crops, noise mix 0.5, 0 Adam steps (its least-squares base)"
+    # a shipped closed-form file records no training and no result
+    assert recipe(previewers.load("sdxl-quadratic").meta) == "quadratic, 39 images, 2048 crops, noise mix 0.5"
+
+
+def test_per_pixel_mix_compares_with_per_pixel_peers_only(shared):
+    from benchmarks.per_pixel_mix import per_pixel_peers
+
+    assert sorted(per_pixel_peers("sd1")) == ["birchlabs-sd1.4 (peer)", "birchlabs-sd1.5 (peer)"]
+    assert per_pixel_peers("sdxl") == {}
+
+
+def test_per_pixel_mix_refuses_a_file_of_another_space(capsys):
+    from benchmarks import per_pixel_mix
+    from previewers.models.registry import weights_dir
+
+    with pytest.raises(SystemExit):
+        per_pixel_mix.main(["--space", "sdxl", str(weights_dir() / "sd1-mlp.safetensors")])
+    assert "not sdxl files: " in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        per_pixel_mix.main(["--space", "sdxl", "no/such.safetensors"])
+    assert "no such weight file: no/such.safetensors" in capsys.readouterr().err

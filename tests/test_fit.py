@@ -206,7 +206,7 @@ def no_pairs(*args, **kwargs):
 
 @pytest.mark.parametrize("option, value, message", [
     ("--crops", "0", "--crops must be at least 1, got 0"),
-    ("--steps", "-1", "--steps must be at least 1, got -1"),
+    ("--steps", "-1", "--steps must be at least 0, got -1"),
     ("--batch", "0", "--batch must be at least 1, got 0"),
     ("--noise-mix", "1.5", "--noise-mix must be between 0 and 1, got 1.5"),
     ("--augment", "-0.1", "--augment must be between 0 and 1, got -0.1"),
@@ -331,6 +331,15 @@ def test_residual_nets_start_at_their_closed_form_base_and_only_improve(one_thre
     assert result["val_psnr"] >= result["start_val_psnr"]
     assert (trained(x) - rgb).square().mean() < (base(x) - rgb).square().mean()
     assert previewers.load(previewers.save(trained, tmp_path / "r.safetensors")).args == trained.args
+
+
+@pytest.mark.parametrize("args", [{"hidden": [16]}, {"channels": [8], "kernels": [3, 1]}])
+def test_zero_steps_is_refused_for_a_net_with_no_base_to_keep(args):
+    _, _, pairs = residual_case()
+    family = "conv" if "kernels" in args else "mlp"
+    with pytest.raises(ValueError, match=f"0 Adam steps keeps where a fit starts: .* {family} .* has neither"):
+        fit(PlantedTeacher(), family, pairs, space="sd1", args=args, device="cpu", training=Training(steps=0),
+            progress=False)
 
 
 def test_an_interrupted_fit_resumes_to_the_same_result(one_thread, tmp_path, monkeypatch):

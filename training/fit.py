@@ -101,6 +101,9 @@ def fit(teacher, family: str, pairs, space: str, args: dict | None = None, devic
         raise ValueError(f"can only continue an Adam fit of the same family and arguments: asked for {family} "
                          f"{previewer.args}, the starting file is {init.family} {init.args} "
                          f"({init.latent_channels} latent channels)")
+    if not closed and training.steps == 0 and init is None and not previewer.args.get("base"):
+        raise ValueError(f"0 Adam steps keeps where a fit starts: a residual net's least-squares base, or a starting "
+                         f"file; {family} {previewer.args} has neither (its start is random)")
     device = torch.device("cpu") if closed else resolve_device(device)
     start = time.perf_counter()
     summary = None  # what Adam reports; least squares has nothing to add

@@ -83,7 +83,10 @@ def add_arguments(parser):
     model.add_argument("--reweight", type=int, default=3,
                        help="least-squares rounds reweighting each crop by 1/its error, toward the best mean PSNR "
                             "per image (0 = plain least squares)")
-    model.add_argument("--steps", type=int, default=3000, help="Adam step budget (early stopping may end sooner)")
+    model.add_argument("--steps", type=int, default=3000,
+                       help="Adam step budget (early stopping may end sooner); 0 keeps where the fit starts (a residual "
+                            "net's least-squares base, or --init's file): what a validation that never rises above "
+                            "the start chooses")
     model.add_argument("--batch", type=int, default=32, help="samples per Adam step")
     model.add_argument("--lr", type=float, default=2e-3, help="peak Adam learning rate (cosine-annealed)")
     model.add_argument("--patience", type=int, default=10,
@@ -119,7 +122,7 @@ def add_device_argument(parser, purpose: str) -> None:
 
 def check_counts(args) -> None:
     """One clear error for a count or fraction out of range, before anything is loaded."""
-    at_least = {"--crops": (args.crops, 1), "--crop-size": (args.crop_size, 1), "--steps": (args.steps, 1),
+    at_least = {"--crops": (args.crops, 1), "--crop-size": (args.crop_size, 1), "--steps": (args.steps, 0),
                 "--batch": (args.batch, 1), "--patience": (args.patience, 1), "--reweight": (args.reweight, 0),
                 "--eval-tile": (args.eval_tile, 1), "--eval-count": (args.eval_count, 1)}
     for flag, (value, least) in at_least.items():
