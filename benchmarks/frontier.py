@@ -21,6 +21,7 @@ import torch
 from benchmarks.reference import full_vae
 from benchmarks.speed import count_macs, run_model, run_vae
 from benchmarks.timing import interleaved_seconds, machine, median_seconds, progress, publish
+from previewers.models.spaces import SPACES
 from training.adam import Training
 from training.shared_folder import SHARED
 
@@ -97,7 +98,7 @@ def base_kernel(space_name: str) -> int:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--space", required=True, choices=("sd1", "sdxl", "sd3", "flux1", "flux2"))
+    parser.add_argument("--space", required=True, choices=tuple(SPACES))
     parser.add_argument("--steps", type=int, default=2000, help="Adam steps per design (the same for all)")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--lr", type=float, default=Training.lr,

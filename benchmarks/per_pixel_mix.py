@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from benchmarks.timing import machine, publish
+from previewers.models.spaces import SPACES
 from training.shared_folder import SHARED
 
 PER_PIXEL = ("affine", "quadratic", "mlp")
@@ -58,7 +59,7 @@ def per_pixel_peers(space: str) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("files", nargs="+", type=Path, help="candidate weight files (latent-preview fit --out)")
-    parser.add_argument("--space", required=True, choices=["sd1", "sdxl", "sd3", "flux1", "flux2"])
+    parser.add_argument("--space", required=True, choices=tuple(SPACES))
     parser.add_argument("--val-images", default=validation_globs(),
                         help="globs of ../shared/data/train the candidates left out (default: validation_images.sh's)")
     parser.add_argument("--out", type=Path, help="markdown file (default benchmarks/results/per-pixel-mix-cpu-SPACE.md)")
@@ -67,7 +68,6 @@ def main(argv=None) -> int:
 
     import previewers
     from benchmarks.quality import teacher_file
-    from previewers.models.spaces import get_space
     from training.evaluate import evaluate, held_out
     from training.pair_cache import default_cache_dir, fingerprint
     from training.teachers import load_teacher
@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     shipped = {f"shipped {args.space}-{f}": previewers.load(f"{args.space}-{f}") for f in PER_PIXEL}
     modules = {**per_pixel_peers(args.space), **shipped, **candidates}
 
-    path = teacher_file(get_space(args.space).teacher)
+    path = teacher_file(SPACES[args.space].teacher)
     teacher = load_teacher(path)
     cache = dict(cache_dir=default_cache_dir(), teacher_id=fingerprint(path))
     globs = tuple(args.val_images.split(","))
